@@ -1,0 +1,76 @@
+//! The one error type of `ltd-core`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `ltd-core`, each with the detail a user needs to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum LtdError {
+    /// A configuration value out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// An architecture name that is not recognised.
+    #[error(
+        "unknown architecture `{0}` (expected wrn-DEPTH-WIDTH, resnet18, resnet50 or wrn-50-2)"
+    )]
+    UnknownArch(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A checkpoint that cannot be read at all.
+    #[error("cannot read checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A checkpoint lacks a tensor the model needs.
+    #[error("checkpoint {path} has no tensor `{key}` (the model needs it)")]
+    MissingKey {
+        /// The file.
+        path: PathBuf,
+        /// The PyTorch name of the missing tensor.
+        key: String,
+    },
+    /// A checkpoint holds a tensor the model has no place for.
+    #[error("checkpoint {path} holds `{key}`, which this model has no parameter for")]
+    UnexpectedKey {
+        /// The file.
+        path: PathBuf,
+        /// The PyTorch name of the surplus tensor.
+        key: String,
+    },
+    /// A tensor whose shape differs from the model's.
+    #[error("checkpoint {path}: `{key}` has shape {found:?} but the model expects {expected:?}")]
+    ShapeMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The PyTorch name of the tensor.
+        key: String,
+        /// The model's shape (PyTorch layout).
+        expected: Vec<usize>,
+        /// The file's shape.
+        found: Vec<usize>,
+    },
+    /// An input that does not fit the operation.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}
+
+/// `Result` with [`LtdError`].
+pub type Result<T, E = LtdError> = std::result::Result<T, E>;
+
+impl LtdError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

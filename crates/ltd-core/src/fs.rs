@@ -1,0 +1,39 @@
+//! Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half
+//! of one, even if the process dies mid-write.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::{LtdError, Result};
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    with_atomic_path(path, |tmp| {
+        let mut file = fs::File::create(tmp).map_err(|e| LtdError::io(tmp, e))?;
+        file.write_all(bytes).map_err(|e| LtdError::io(tmp, e))?;
+        file.sync_all().map_err(|e| LtdError::io(tmp, e))
+    })
+}
+
+/// Lets `write` produce the file at a temporary path, then moves it to `path`.
+pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| LtdError::io(dir, e))?;
+    }
+    let tmp = temp_sibling(path);
+    let result =
+        write(&tmp).and_then(|()| fs::rename(&tmp, path).map_err(|e| LtdError::io(path, e)));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}

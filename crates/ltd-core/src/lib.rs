@@ -1,0 +1,13 @@
+//! `ltd-core`: backend-generic models, attacks, objectives, training and evaluation for
+//! adversarially robust image classifiers and Low Temperature Distillation.
+//!
+//! Images are NCHW `f32` tensors with pixels in [0, 1]; a [`models::Classifier`] maps them to
+//! logits in an explicit [`models::Mode`].
+
+pub mod error;
+pub mod fs;
+pub mod models;
+pub mod weights;
+
+pub use error::{LtdError, Result};
+pub use models::{Classifier, Mode};

@@ -1,0 +1,161 @@
+//! WideResNet exactly as TRADES, AWP, LTD and RobustBench define it, with the same parameter
+//! names, so their checkpoints load one to one.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::{backend::Backend, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::conv::conv;
+use super::{BatchNorm, Classifier, Mode, Normalization};
+use crate::{LtdError, Result};
+
+/// Depth, width and classes of a WideResNet-`depth`-`widen`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WideResNetConfig {
+    /// Total depth, 6n + 4 (n basic blocks per group).
+    pub depth: usize,
+    /// Widen factor k: the groups are 16k, 32k and 64k channels wide.
+    pub widen: usize,
+    /// Number of output classes.
+    pub num_classes: usize,
+    /// Optional input normalisation (for imported checkpoints that expect it).
+    pub normalization: Option<Normalization>,
+}
+
+impl WideResNetConfig {
+    /// WRN-`depth`-`widen`; fails unless depth = 6n + 4 with n ≥ 1 and widen ≥ 1.
+    pub fn new(depth: usize, widen: usize, num_classes: usize) -> Result<Self> {
+        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 || num_classes == 0 {
+            return Err(LtdError::InvalidConfig(format!(
+                "WideResNet needs depth = 6n + 4 (10, 16, 22, 28, 34, …), widen ≥ 1 and ≥ 1 class; \
+                 got depth {depth}, widen {widen}, {num_classes} classes"
+            )));
+        }
+        Ok(Self {
+            depth,
+            widen,
+            num_classes,
+            normalization: None,
+        })
+    }
+
+    /// Adds input normalisation in front of the network.
+    pub fn with_normalization(mut self, normalization: Normalization) -> Self {
+        self.normalization = Some(normalization);
+        self
+    }
+
+    /// Builds the network with freshly initialised weights.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> WideResNet<B> {
+        let n = (self.depth - 4) / 6;
+        let w = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen];
+        let mut fc = LinearConfig::new(w[3], self.num_classes).init(device);
+        fc.bias = fc.bias.map(|b| b.map(|t| t.zeros_like()));
+        WideResNet {
+            conv1: conv([3, w[0]], 3, 1, 1, device),
+            block1: NetworkBlock::new(n, w[0], w[1], 1, device),
+            block2: NetworkBlock::new(n, w[1], w[2], 2, device),
+            block3: NetworkBlock::new(n, w[2], w[3], 2, device),
+            bn1: BatchNorm::new(w[3], device),
+            fc,
+            normalization: self.normalization.clone(),
+        }
+    }
+}
+
+/// Pre-activation WideResNet for 32×32 inputs.
+#[derive(Module, Debug)]
+pub struct WideResNet<B: Backend> {
+    conv1: Conv2d<B>,
+    block1: NetworkBlock<B>,
+    block2: NetworkBlock<B>,
+    block3: NetworkBlock<B>,
+    bn1: BatchNorm<B>,
+    fc: Linear<B>,
+    #[module(skip)]
+    normalization: Option<Normalization>,
+}
+
+/// A group of basic blocks at one width (`blockN.layer.i`).
+#[derive(Module, Debug)]
+pub struct NetworkBlock<B: Backend> {
+    layer: Vec<BasicBlock<B>>,
+}
+
+impl<B: Backend> NetworkBlock<B> {
+    fn new(n: usize, input: usize, output: usize, stride: usize, device: &B::Device) -> Self {
+        let layer = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    BasicBlock::new(input, output, stride, device)
+                } else {
+                    BasicBlock::new(output, output, 1, device)
+                }
+            })
+            .collect();
+        Self { layer }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        self.layer.iter().fold(x, |x, block| block.forward(x, mode))
+    }
+}
+
+/// Pre-activation basic block; the 1×1 shortcut (the reference's `convShortcut`) exists only
+/// when the width changes.
+#[derive(Module, Debug)]
+pub struct BasicBlock<B: Backend> {
+    bn1: BatchNorm<B>,
+    conv1: Conv2d<B>,
+    bn2: BatchNorm<B>,
+    conv2: Conv2d<B>,
+    conv_shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> BasicBlock<B> {
+    fn new(input: usize, output: usize, stride: usize, device: &B::Device) -> Self {
+        Self {
+            bn1: BatchNorm::new(input, device),
+            conv1: conv([input, output], 3, stride, 1, device),
+            bn2: BatchNorm::new(output, device),
+            conv2: conv([output, output], 3, 1, 1, device),
+            conv_shortcut: (input != output).then(|| conv([input, output], 1, stride, 0, device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        let activated = relu(self.bn1.forward(x.clone(), mode));
+        let shortcut = match &self.conv_shortcut {
+            Some(conv) => conv.forward(activated.clone()),
+            None => x,
+        };
+        let y = self.conv1.forward(activated);
+        let y = self.conv2.forward(relu(self.bn2.forward(y, mode)));
+        shortcut.add(y)
+    }
+}
+
+impl<B: Backend> Classifier<B> for WideResNet<B> {
+    fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
+        let x = match &self.normalization {
+            Some(norm) => norm.forward(x),
+            None => x,
+        };
+        let x = self.conv1.forward(x);
+        let x = self.block1.forward(x, mode);
+        let x = self.block2.forward(x, mode);
+        let x = self.block3.forward(x, mode);
+        let x = relu(self.bn1.forward(x, mode));
+        let x = avg_pool2d(x, [8, 8], [8, 8], [0, 0], true, false);
+        let x = x.flatten::<2>(1, 3);
+        self.fc.forward(x)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.fc.weight.dims()[1]
+    }
+}
