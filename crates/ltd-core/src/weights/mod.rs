@@ -56,7 +56,8 @@ pub fn load<B: Backend, M: Module<B>>(model: M, path: &Path, device: &B::Device)
 /// names into `model`. The model is consumed so that a failed import cannot leave a half-loaded
 /// model behind.
 pub fn import<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {
-    let snapshots = read_snapshots(path)?;
+    // The guard keeps a sanitized copy on disk until its tensors, read lazily, are applied.
+    let (snapshots, _guard) = read_snapshots(path)?;
     let snapshots = normalize_names(snapshots);
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     if let Some(error) = result.errors.first() {
@@ -117,8 +118,9 @@ pub fn export_safetensors<B: Backend, M: Module<B>>(model: &M, path: &Path) -> R
     })
 }
 
-/// Reads every tensor of a checkpoint, by file extension.
-fn read_snapshots(path: &Path) -> Result<Vec<TensorSnapshot>> {
+/// Reads every tensor of a checkpoint, by file extension; data is read lazily, from the file or
+/// from the returned sanitized copy.
+fn read_snapshots(path: &Path) -> Result<(Vec<TensorSnapshot>, Option<pickle::SanitizedCopy>)> {
     if !path.is_file() {
         return Err(LtdError::Checkpoint {
             path: path.into(),
@@ -128,26 +130,25 @@ fn read_snapshots(path: &Path) -> Result<Vec<TensorSnapshot>> {
     let is_safetensors = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    let snapshots = if is_safetensors {
+    if is_safetensors {
         let mut store = SafetensorsStore::from_file(path);
-        store
+        let snapshots = store
             .get_all_snapshots()
-            .map_err(|e| checkpoint_error(path, e))?
-            .values()
-            .cloned()
-            .collect()
-    } else {
-        match read_pytorch(path) {
-            Ok(snapshots) => snapshots,
-            // burn-store refuses a whole file for one object it does not know (say a numpy scalar
-            // in the training metadata): retry on a copy whose plain-data objects are neutralised.
-            Err(error) => match pickle::sanitize(path)? {
-                Some(copy) => read_pytorch(copy.path()).map_err(|e| checkpoint_error(path, e))?,
-                None => return Err(checkpoint_error(path, error)),
-            },
-        }
-    };
-    Ok(snapshots)
+            .map_err(|e| checkpoint_error(path, e))?;
+        return Ok((snapshots.values().cloned().collect(), None));
+    }
+    Ok(match read_pytorch(path) {
+        Ok(snapshots) => (snapshots, None),
+        // burn-store refuses a whole file for one object it does not know (say a numpy scalar
+        // in the training metadata): retry on a copy whose plain-data objects are neutralised.
+        Err(error) => match pickle::sanitize(path)? {
+            Some(copy) => {
+                let snapshots = read_pytorch(copy.path()).map_err(|e| checkpoint_error(path, e))?;
+                (snapshots, Some(copy))
+            }
+            None => return Err(checkpoint_error(path, error)),
+        },
+    })
 }
 
 fn read_pytorch(path: &Path) -> Result<Vec<TensorSnapshot>, burn_store::PytorchStoreError> {
