@@ -57,6 +57,17 @@ pub enum LtdError {
         /// The file's shape.
         found: Vec<usize>,
     },
+    /// Training diverged.
+    #[error("the training loss became {loss} at step {step}; stopping (lower the learning rate?)")]
+    NonFiniteLoss {
+        /// Step within the epoch.
+        step: usize,
+        /// The loss value.
+        loss: f64,
+    },
+    /// A data set or loader problem.
+    #[error(transparent)]
+    Data(#[from] ltd_data::DataError),
     /// An input that does not fit the operation.
     #[error("invalid input: {0}")]
     InvalidInput(String),

@@ -5,8 +5,13 @@
 //! logits in an explicit [`models::Mode`].
 
 pub mod error;
+pub mod eval;
 pub mod fs;
+pub mod losses;
 pub mod models;
+pub mod objectives;
+pub mod tensors;
+pub mod train;
 pub mod weights;
 
 pub use error::{LtdError, Result};

@@ -42,57 +42,48 @@ impl<B: Backend> BatchNorm<B> {
     }
 
     /// Normalises `x` (`[N, C, ...]`) as `mode` says.
+    ///
+    /// Works on `x` viewed as `[N·C, spatial]` against per-row `[N·C, 1]` factors: CPU backends
+    /// (Flex) broadcast along a trailing axis an order of magnitude faster than along the
+    /// channel axis of an NCHW tensor, and BatchNorm runs after every convolution.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, mode: Mode) -> Tensor<B, D> {
         let dims = x.dims();
-        let channels = dims[1];
-        let mut channel_shape = [1; D];
-        channel_shape[1] = channels;
+        let (n, channels) = (dims[0], dims[1]);
+        let spatial: usize = dims[2..].iter().product();
+        let rows = x.reshape([n * channels, spatial]);
+        // Per-channel [C] → per-row [N·C, 1].
+        let per_row = |t: Tensor<B, 1>| t.reshape([1, channels]).repeat_dim(0, n).reshape([n * channels, 1]);
+        // Per-row [N·C, 1] statistics → per-channel [C] means over the batch.
+        let per_channel = |t: Tensor<B, 2>| t.reshape([n, channels]).mean_dim(0).reshape([channels]);
 
-        let (mean, var) = if mode.uses_batch_stats() {
-            let count = dims
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != 1)
-                .map(|(_, d)| d)
-                .product::<usize>();
-            let flat = x.clone().swap_dims(0, 1).reshape([channels, count]);
-            let mean = flat.clone().mean_dim(1);
-            let var = flat.sub(mean.clone()).square().mean_dim(1);
+        let (rows, var) = if mode.uses_batch_stats() {
+            let mean = per_channel(rows.clone().mean_dim(1));
+            let centered = rows.sub(per_row(mean.clone()));
+            let var = per_channel(centered.clone().square().mean_dim(1));
             if mode == Mode::Train {
-                self.update_running(mean.clone(), var.clone(), count);
+                self.update_running(mean, var.clone(), n * spatial);
             }
-            (mean.reshape(channel_shape), var.reshape(channel_shape))
+            (centered, var)
         } else {
-            let device = x.device();
-            (
-                self.running_mean
-                    .value_sync()
-                    .to_device(&device)
-                    .reshape(channel_shape),
-                self.running_var
-                    .value_sync()
-                    .to_device(&device)
-                    .reshape(channel_shape),
-            )
+            let device = rows.device();
+            let mean = self.running_mean.value_sync().to_device(&device);
+            let var = self.running_var.value_sync().to_device(&device);
+            (rows.sub(per_row(mean)), var)
         };
-
-        let inv_std = var.add_scalar(self.epsilon).sqrt().recip();
-        let scale = self.gamma.val().reshape(channel_shape);
-        let shift = self.beta.val().reshape(channel_shape);
-        x.sub(mean).mul(inv_std).mul(scale).add(shift)
+        let scale = self.gamma.val().mul(var.add_scalar(self.epsilon).sqrt().recip());
+        rows.mul(per_row(scale)).add(per_row(self.beta.val())).reshape(dims)
     }
 
     /// PyTorch's update: the running variance takes the unbiased batch variance.
-    fn update_running(&self, mean: Tensor<B, 2>, biased_var: Tensor<B, 2>, count: usize) {
-        let channels = mean.dims()[0];
+    fn update_running(&self, mean: Tensor<B, 1>, biased_var: Tensor<B, 1>, count: usize) {
         let unbiased = if count > 1 {
             count as f64 / (count as f64 - 1.0)
         } else {
             1.0
         };
         let m = self.momentum;
-        let mean = mean.detach().reshape([channels]);
-        let var = biased_var.detach().reshape([channels]).mul_scalar(unbiased);
+        let mean = mean.detach();
+        let var = biased_var.detach().mul_scalar(unbiased);
         let device = mean.device();
         let running_mean = self.running_mean.value_sync().to_device(&device);
         let running_var = self.running_var.value_sync().to_device(&device);

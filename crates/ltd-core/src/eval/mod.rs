@@ -1,0 +1,6 @@
+//! Evaluation: clean accuracy now; robust accuracy, AutoAttack reports and gradient-masking
+//! checks build on it.
+
+mod accuracy;
+
+pub use accuracy::{accuracy, Accuracy};

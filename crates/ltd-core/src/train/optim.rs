@@ -1,0 +1,64 @@
+//! SGD with PyTorch's semantics and the paper's piecewise learning-rate schedule.
+
+use burn::module::AutodiffModule;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{decay::WeightDecayConfig, adaptor::OptimizerAdaptor, Sgd, SgdConfig};
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+/// SGD settings (paper §A.2: momentum 0.9, Nesterov, weight decay 5e−4 on CIFAR).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SgdSettings {
+    /// Momentum factor.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// Coupled L2 weight decay, added to the gradient as PyTorch does.
+    pub weight_decay: f64,
+}
+
+impl Default for SgdSettings {
+    fn default() -> Self {
+        Self { momentum: 0.9, nesterov: true, weight_decay: 5e-4 }
+    }
+}
+
+impl SgdSettings {
+    /// The optimizer. Burn's momentum dampening defaults to 0.1; PyTorch's (and ours) is 0.
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+    ) -> OptimizerAdaptor<Sgd<B::InnerBackend>, M, B> {
+        let momentum = (self.momentum > 0.0).then(|| MomentumConfig {
+            momentum: self.momentum,
+            dampening: 0.0,
+            nesterov: self.nesterov,
+        });
+        let decay = (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
+        SgdConfig::new().with_momentum(momentum).with_weight_decay(decay).init()
+    }
+}
+
+/// A learning rate divided by `factor`⁻¹ after each milestone epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PiecewiseLr {
+    /// Learning rate of the first epochs.
+    pub base: f64,
+    /// Epochs (0-indexed counts of finished epochs) after which the rate is multiplied by `factor`.
+    pub milestones: Vec<usize>,
+    /// Multiplier at each milestone.
+    pub factor: f64,
+}
+
+impl PiecewiseLr {
+    /// The paper's CIFAR schedule scaled to `epochs`: 0.1, ÷10 after 2/3 and 5/6 of training
+    /// (after 80 and 100 of 120).
+    pub fn cifar(epochs: usize) -> Self {
+        Self { base: 0.1, milestones: vec![epochs * 2 / 3, epochs * 5 / 6], factor: 0.1 }
+    }
+
+    /// The rate during epoch `epoch` (0-indexed).
+    pub fn lr(&self, epoch: usize) -> f64 {
+        let passed = self.milestones.iter().filter(|&&m| epoch >= m).count();
+        self.base * self.factor.powi(passed as i32)
+    }
+}
