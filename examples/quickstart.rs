@@ -27,16 +27,16 @@ struct Args {
     #[arg(long, default_value = "wrn-10-1")]
     arch: String,
     /// Training epochs.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 5)]
     epochs: usize,
     /// Batch size.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Initial learning rate (÷10 after 2/3 and 5/6 of the epochs).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.05)]
     lr: f64,
     /// Synthetic training images.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 3000)]
     train_size: usize,
     /// Seed for data, initialisation order and augmentation.
     #[arg(long, default_value_t = 0)]
@@ -56,9 +56,13 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let device = backend::device(&args.device)?;
     let arch: Arch = args.arch.parse()?;
-    let data = SyntheticConfig { train: args.train_size, seed: args.seed, ..Default::default() }
-        .generate()
-        .context("generating the synthetic data")?;
+    let data = SyntheticConfig {
+        train: args.train_size,
+        seed: args.seed,
+        ..Default::default()
+    }
+    .generate()
+    .context("generating the synthetic data")?;
     println!(
         "backend {}, {arch}, {} train / {} test synthetic images, {} epochs",
         backend::NAME,
@@ -67,13 +71,21 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.epochs
     );
 
+    <Train as burn::tensor::backend::Backend>::seed(&device, args.seed);
     let mut model = arch.init::<Train>(data.train.num_classes(), None, &device)?;
     let loader = Loader::new(
         data.train.clone(),
-        LoaderConfig { batch_size: args.batch_size, seed: args.seed, ..Default::default() },
+        LoaderConfig {
+            batch_size: args.batch_size,
+            seed: args.seed,
+            ..Default::default()
+        },
     )?;
     let mut optimizer = SgdSettings::default().init();
-    let schedule = PiecewiseLr { base: args.lr, ..PiecewiseLr::cifar(args.epochs) };
+    let schedule = PiecewiseLr {
+        base: args.lr,
+        ..PiecewiseLr::cifar(args.epochs)
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let start = Instant::now();
     for epoch in 0..args.epochs {

@@ -1,8 +1,5 @@
-//! `ltd`: Low Temperature Distillation and adversarial robustness on Burn.
-//!
-//! This facade re-exports [`ltd_core`] (models, attacks, objectives, training, evaluation) and
-//! [`ltd_data`] (CIFAR, ImageNet and synthetic data), and picks the compute backend from the
-//! enabled Cargo feature ([`backend`]).
+// The README is the crate's front page, so its code is compiled and checked by `cargo test`.
+#![doc = include_str!("../README.md")]
 
 pub mod backend;
 

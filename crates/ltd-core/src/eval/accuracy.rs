@@ -21,7 +21,11 @@ pub struct Accuracy {
 impl Accuracy {
     /// The fraction in [0, 1] (0 for no images).
     pub fn fraction(&self) -> f64 {
-        if self.total == 0 { 0.0 } else { self.correct as f64 / self.total as f64 }
+        if self.total == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.total as f64
+        }
     }
 }
 
@@ -34,10 +38,16 @@ pub fn accuracy<B: Backend, M: Classifier<B>>(
     device: &B::Device,
 ) -> Result<Accuracy> {
     let batches = EvalBatches::new(dataset, batch_size)?;
-    let mut result = Accuracy { correct: 0, total: 0 };
+    let mut result = Accuracy {
+        correct: 0,
+        total: 0,
+    };
     for batch in batches {
         let (x, y) = batch_tensors::<B>(&batch, device);
-        let hits = correct(model.forward(x, Mode::Eval), y).int().sum().into_scalar();
+        let hits = correct(model.forward(x, Mode::Eval), y)
+            .int()
+            .sum()
+            .into_scalar();
         result.correct += hits.elem::<i64>() as usize;
         result.total += batch.len();
     }

@@ -52,9 +52,14 @@ impl<B: Backend> BatchNorm<B> {
         let spatial: usize = dims[2..].iter().product();
         let rows = x.reshape([n * channels, spatial]);
         // Per-channel [C] → per-row [N·C, 1].
-        let per_row = |t: Tensor<B, 1>| t.reshape([1, channels]).repeat_dim(0, n).reshape([n * channels, 1]);
+        let per_row = |t: Tensor<B, 1>| {
+            t.reshape([1, channels])
+                .repeat_dim(0, n)
+                .reshape([n * channels, 1])
+        };
         // Per-row [N·C, 1] statistics → per-channel [C] means over the batch.
-        let per_channel = |t: Tensor<B, 2>| t.reshape([n, channels]).mean_dim(0).reshape([channels]);
+        let per_channel =
+            |t: Tensor<B, 2>| t.reshape([n, channels]).mean_dim(0).reshape([channels]);
 
         let (rows, var) = if mode.uses_batch_stats() {
             let mean = per_channel(rows.clone().mean_dim(1));
@@ -70,8 +75,13 @@ impl<B: Backend> BatchNorm<B> {
             let var = self.running_var.value_sync().to_device(&device);
             (rows.sub(per_row(mean)), var)
         };
-        let scale = self.gamma.val().mul(var.add_scalar(self.epsilon).sqrt().recip());
-        rows.mul(per_row(scale)).add(per_row(self.beta.val())).reshape(dims)
+        let scale = self
+            .gamma
+            .val()
+            .mul(var.add_scalar(self.epsilon).sqrt().recip());
+        rows.mul(per_row(scale))
+            .add(per_row(self.beta.val()))
+            .reshape(dims)
     }
 
     /// PyTorch's update: the running variance takes the unbiased batch variance.

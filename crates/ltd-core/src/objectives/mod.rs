@@ -20,5 +20,11 @@ pub struct LossOutput<B: AutodiffBackend> {
 /// A training loss over model `M`.
 pub trait Objective<B: AutodiffBackend, M> {
     /// The loss of `model` on images `x` with labels `y`; `rng` seeds any random start.
-    fn loss(&self, model: &M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, rng: &mut ChaCha8Rng) -> LossOutput<B>;
+    fn loss(
+        &self,
+        model: &M,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> LossOutput<B>;
 }

@@ -13,9 +13,18 @@ use crate::models::{Classifier, Mode};
 pub struct Natural;
 
 impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural {
-    fn loss(&self, model: &M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, _rng: &mut ChaCha8Rng) -> LossOutput<B> {
+    fn loss(
+        &self,
+        model: &M,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        _rng: &mut ChaCha8Rng,
+    ) -> LossOutput<B> {
         let logits = model.forward(x, Mode::Train);
         let natural_logits = logits.clone().detach().inner();
-        LossOutput { loss: cross_entropy(logits, y).mean(), natural_logits }
+        LossOutput {
+            loss: cross_entropy(logits, y).mean(),
+            natural_logits,
+        }
     }
 }

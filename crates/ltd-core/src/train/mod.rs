@@ -55,7 +55,13 @@ where
     Opt: Optimizer<M, B>,
 {
     let start = Instant::now();
-    let mut stats = EpochStats { loss: 0.0, train_accuracy: 0.0, samples: 0, lr, seconds: 0.0 };
+    let mut stats = EpochStats {
+        loss: 0.0,
+        train_accuracy: 0.0,
+        samples: 0,
+        lr,
+        seconds: 0.0,
+    };
     let (mut loss_sum, mut correct_sum) = (0.0, 0usize);
     for batch in batches {
         let n = batch.len();
@@ -63,9 +69,16 @@ where
         let out = objective.loss(&model, x, y.clone(), rng);
         let loss_value = out.loss.clone().into_scalar().elem::<f64>();
         if !loss_value.is_finite() {
-            return Err(LtdError::NonFiniteLoss { step: stats.samples / n.max(1), loss: loss_value });
+            return Err(LtdError::NonFiniteLoss {
+                step: stats.samples / n.max(1),
+                loss: loss_value,
+            });
         }
-        let hits = correct(out.natural_logits, y.inner()).int().sum().into_scalar().elem::<i64>();
+        let hits = correct(out.natural_logits, y.inner())
+            .int()
+            .sum()
+            .into_scalar()
+            .elem::<i64>();
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         model = optimizer.step(lr, model, grads);
 

@@ -2,7 +2,7 @@
 
 use burn::module::AutodiffModule;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{decay::WeightDecayConfig, adaptor::OptimizerAdaptor, Sgd, SgdConfig};
+use burn::optim::{adaptor::OptimizerAdaptor, decay::WeightDecayConfig, Sgd, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,11 @@ pub struct SgdSettings {
 
 impl Default for SgdSettings {
     fn default() -> Self {
-        Self { momentum: 0.9, nesterov: true, weight_decay: 5e-4 }
+        Self {
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+        }
     }
 }
 
@@ -33,8 +37,12 @@ impl SgdSettings {
             dampening: 0.0,
             nesterov: self.nesterov,
         });
-        let decay = (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
-        SgdConfig::new().with_momentum(momentum).with_weight_decay(decay).init()
+        let decay =
+            (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
+        SgdConfig::new()
+            .with_momentum(momentum)
+            .with_weight_decay(decay)
+            .init()
     }
 }
 
@@ -53,7 +61,11 @@ impl PiecewiseLr {
     /// The paper's CIFAR schedule scaled to `epochs`: 0.1, ÷10 after 2/3 and 5/6 of training
     /// (after 80 and 100 of 120).
     pub fn cifar(epochs: usize) -> Self {
-        Self { base: 0.1, milestones: vec![epochs * 2 / 3, epochs * 5 / 6], factor: 0.1 }
+        Self {
+            base: 0.1,
+            milestones: vec![epochs * 2 / 3, epochs * 5 / 6],
+            factor: 0.1,
+        }
     }
 
     /// The rate during epoch `epoch` (0-indexed).

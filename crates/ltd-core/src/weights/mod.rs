@@ -36,7 +36,8 @@ const RENAMES: [(&str, &str); 3] = [
 
 /// Saves `model` in Burn's own format (named MessagePack, full precision), atomically. Keeps
 /// parameter ids, so optimizer state saved beside it stays attached on resume.
-pub fn save<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
+pub fn save<B: Backend, M: Module<B>>(model: &M, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
     let bytes = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .record(model.clone().into_record(), ())
         .map_err(|e| checkpoint_error(path, e))?;
@@ -44,7 +45,12 @@ pub fn save<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
 }
 
 /// Loads a file written by [`save`] into `model` (which fixes the architecture).
-pub fn load<B: Backend, M: Module<B>>(model: M, path: &Path, device: &B::Device) -> Result<M> {
+pub fn load<B: Backend, M: Module<B>>(
+    model: M,
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<M> {
+    let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
     let record = NamedMpkBytesRecorder::<FullPrecisionSettings>::new()
         .load(bytes, device)
@@ -55,7 +61,8 @@ pub fn load<B: Backend, M: Module<B>>(model: M, path: &Path, device: &B::Device)
 /// Imports a PyTorch checkpoint (`.pt`, `.pth`, `.bin`) or a `.safetensors` file with PyTorch
 /// names into `model`. The model is consumed so that a failed import cannot leave a half-loaded
 /// model behind.
-pub fn import<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> {
+pub fn import<B: Backend, M: Module<B>>(mut model: M, path: impl AsRef<Path>) -> Result<M> {
+    let path = path.as_ref();
     // The guard keeps a sanitized copy on disk until its tensors, read lazily, are applied.
     let (snapshots, _guard) = read_snapshots(path)?;
     let snapshots = normalize_names(snapshots);
@@ -103,7 +110,11 @@ pub fn import<B: Backend, M: Module<B>>(mut model: M, path: &Path) -> Result<M> 
 
 /// Exports `model` as `.safetensors` with PyTorch names and layouts (linear weights transposed
 /// back), loadable with `load_state_dict(strict=False)` — only `num_batches_tracked` is absent.
-pub fn export_safetensors<B: Backend, M: Module<B>>(model: &M, path: &Path) -> Result<()> {
+pub fn export_safetensors<B: Backend, M: Module<B>>(
+    model: &M,
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let path = path.as_ref();
     with_atomic_path(path, |tmp| {
         let mut store = SafetensorsStore::from_file(tmp)
             .with_to_adapter(BurnToPyTorchAdapter)
