@@ -42,3 +42,37 @@ pub fn max_abs_diff<Bk: Backend, const D: usize>(a: Tensor<Bk, D>, b: Tensor<Bk,
 pub fn values<Bk: Backend, const D: usize>(t: Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec().unwrap()
 }
+
+/// A linear classifier `logits = W·flatten(x) + b` with known weights: the worst-case L∞
+/// perturbation and the minimal distance to the decision boundary are analytic.
+#[derive(burn::module::Module, Debug)]
+pub struct LinearClassifier<B: Backend> {
+    pub weight: burn::module::Param<Tensor<B, 2>>,
+    pub bias: burn::module::Param<Tensor<B, 1>>,
+}
+
+impl<B: Backend> LinearClassifier<B> {
+    /// `weight` is `[classes, features]` (PyTorch layout), row-major.
+    pub fn new(weight: Vec<f32>, bias: Vec<f32>, features: usize) -> Self {
+        let classes = bias.len();
+        let device = Default::default();
+        let w = Tensor::<B, 2>::from_data(TensorData::new(weight, [classes, features]), &device);
+        let b = Tensor::<B, 1>::from_data(TensorData::new(bias, [classes]), &device);
+        Self {
+            weight: burn::module::Param::from_tensor(w),
+            bias: burn::module::Param::from_tensor(b),
+        }
+    }
+}
+
+impl<B: Backend> ltd::core::Classifier<B> for LinearClassifier<B> {
+    fn forward(&self, x: Tensor<B, 4>, _mode: ltd::core::Mode) -> Tensor<B, 2> {
+        let flat = x.flatten::<2>(1, 3);
+        flat.matmul(self.weight.val().transpose())
+            .add(self.bias.val().unsqueeze::<2>())
+    }
+
+    fn num_classes(&self) -> usize {
+        self.bias.dims()[0]
+    }
+}

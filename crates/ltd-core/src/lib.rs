@@ -4,12 +4,14 @@
 //! Images are NCHW `f32` tensors with pixels in [0, 1]; a [`models::Classifier`] maps them to
 //! logits in an explicit [`models::Mode`].
 
+pub mod attacks;
 pub mod error;
 pub mod eval;
 pub mod fs;
 pub mod losses;
 pub mod models;
 pub mod objectives;
+pub mod random;
 pub mod tensors;
 pub mod train;
 pub mod weights;

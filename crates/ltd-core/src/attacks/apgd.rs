@@ -1,0 +1,440 @@
+//! Auto-PGD (Croce & Hein 2020) with the reference's schedule: momentum 0.75, step 2ε halved at
+//! checkpoints when progress stalls, restarts from the best point; APGD-CE, APGD-DLR and the
+//! targeted APGD-T of AutoAttack.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{l2_norms, step_direction, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
+use crate::losses::{cross_entropy, dlr, dlr_targeted};
+use crate::{LtdError, Result};
+
+/// The loss APGD ascends (untargeted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApgdLoss {
+    /// Cross-entropy (`apgd-ce`).
+    CrossEntropy,
+    /// Difference of logits ratio (`apgd-dlr`); needs ≥ 3 classes.
+    Dlr,
+}
+
+/// Untargeted APGD.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Apgd {
+    /// Threat model.
+    pub threat: ThreatModel,
+    /// Iterations per restart (reference: 100).
+    pub iterations: usize,
+    /// Restarts, each on the points not yet broken (AutoAttack 'standard': 1).
+    pub restarts: usize,
+    /// Oscillation threshold ρ (reference: 0.75).
+    pub rho: f64,
+    /// Loss.
+    pub loss: ApgdLoss,
+}
+
+impl Apgd {
+    /// The reference defaults: 100 iterations, 1 restart, ρ = 0.75.
+    pub fn new(threat: ThreatModel, loss: ApgdLoss) -> Self {
+        Self {
+            threat,
+            iterations: 100,
+            restarts: 1,
+            rho: 0.75,
+            loss,
+        }
+    }
+}
+
+/// APGD-T: targeted DLR towards each of the highest-scoring other classes in turn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApgdTargeted {
+    /// Threat model.
+    pub threat: ThreatModel,
+    /// Iterations per target and restart (reference: 100).
+    pub iterations: usize,
+    /// Restarts per target (AutoAttack 'standard': 1).
+    pub restarts: usize,
+    /// Oscillation threshold ρ.
+    pub rho: f64,
+    /// Targets: the 2nd … (n+1)-th highest clean logits (reference: 9; fewer with fewer classes).
+    pub target_classes: usize,
+}
+
+impl ApgdTargeted {
+    /// The AutoAttack 'standard' configuration.
+    pub fn new(threat: ThreatModel) -> Self {
+        Self {
+            threat,
+            iterations: 100,
+            restarts: 1,
+            rho: 0.75,
+            target_classes: 9,
+        }
+    }
+}
+
+/// The 0-indexed iterations at which APGD checks its step size, for `n` iterations:
+/// first after ⌊0.22n⌋ steps, then every k steps with k shrinking by ⌊0.03n⌋ down to ⌊0.06n⌋.
+pub fn apgd_checkpoints(n: usize) -> Vec<usize> {
+    let schedule = Schedule::new(n);
+    let mut k = schedule.first;
+    let mut checks = Vec::new();
+    let mut next = k;
+    while next <= n {
+        checks.push(next - 1);
+        k = (k.saturating_sub(schedule.decrease)).max(schedule.min);
+        next += k;
+    }
+    checks
+}
+
+/// Check-interval parameters of the reference.
+struct Schedule {
+    first: usize,
+    decrease: usize,
+    min: usize,
+}
+
+impl Schedule {
+    fn new(n: usize) -> Self {
+        let frac = |f: f64| ((f * n as f64) as usize).max(1);
+        Self {
+            first: frac(0.22),
+            decrease: frac(0.03),
+            min: frac(0.06),
+        }
+    }
+}
+
+/// What a single run ascends.
+enum Objective<B: Backend> {
+    CrossEntropy,
+    Dlr,
+    Targeted(Tensor<B, 1, Int>),
+}
+
+impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Apgd {
+    fn name(&self) -> String {
+        match self.loss {
+            ApgdLoss::CrossEntropy => "apgd-ce".into(),
+            ApgdLoss::Dlr => "apgd-dlr".into(),
+        }
+    }
+
+    fn perturb(
+        &self,
+        model: &M,
+        x: Tensor<Inner<B>, 4>,
+        y: Tensor<Inner<B>, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor<Inner<B>, 4>> {
+        self.threat.validate()?;
+        let victim = Victim::<B, M>::new(model);
+        if self.loss == ApgdLoss::Dlr && victim.num_classes() < 3 {
+            return Err(LtdError::InvalidInput(format!(
+                "the DLR loss needs at least 3 classes; the model has {}",
+                victim.num_classes()
+            )));
+        }
+        let mut state = Progress::new(&victim, x, y);
+        for _ in 0..self.restarts {
+            let objective = match self.loss {
+                ApgdLoss::CrossEntropy => Objective::CrossEntropy,
+                ApgdLoss::Dlr => Objective::Dlr,
+            };
+            state.attack_remaining(|x, y| {
+                single_run(
+                    &victim,
+                    &self.threat,
+                    self.iterations,
+                    self.rho,
+                    x,
+                    y,
+                    objective,
+                    rng,
+                )
+            });
+        }
+        Ok(state.adversarial)
+    }
+}
+
+impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
+    fn name(&self) -> String {
+        "apgd-t".into()
+    }
+
+    fn perturb(
+        &self,
+        model: &M,
+        x: Tensor<Inner<B>, 4>,
+        y: Tensor<Inner<B>, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor<Inner<B>, 4>> {
+        self.threat.validate()?;
+        let victim = Victim::<B, M>::new(model);
+        let classes = victim.num_classes();
+        if classes < 4 {
+            return Err(LtdError::InvalidInput(format!(
+                "the targeted DLR loss needs at least 4 classes; the model has {classes}"
+            )));
+        }
+        let mut state = Progress::new(&victim, x, y);
+        for rank in 1..=self.target_classes.min(classes - 1) {
+            for _ in 0..self.restarts {
+                state.attack_remaining(|x, y| {
+                    // The target is the (rank+1)-th highest clean logit of each remaining image.
+                    let order = victim.logits(x.clone()).argsort_descending(1);
+                    let targets = order.narrow(1, rank, 1).squeeze_dim::<1>(1);
+                    let objective = Objective::Targeted(Tensor::from_inner(targets));
+                    single_run(
+                        &victim,
+                        &self.threat,
+                        self.iterations,
+                        self.rho,
+                        x,
+                        y,
+                        objective,
+                        rng,
+                    )
+                });
+            }
+        }
+        Ok(state.adversarial)
+    }
+}
+
+/// Which images are still unbroken, and the adversarial images found for the others.
+struct Progress<B: Backend> {
+    x: Tensor<B, 4>,
+    y: Tensor<B, 1, Int>,
+    adversarial: Tensor<B, 4>,
+    robust: Vec<bool>,
+}
+
+impl<B: Backend> Progress<B> {
+    fn new<A: AutodiffBackend<InnerBackend = B>, M: AttackModel<A>>(
+        victim: &Victim<A, M>,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+    ) -> Self {
+        let correct = crate::losses::correct(victim.logits(x.clone()), y.clone());
+        let robust = bools(correct);
+        Self {
+            adversarial: x.clone(),
+            x,
+            y,
+            robust,
+        }
+    }
+
+    /// Runs `attack` on the unbroken images and records the ones it breaks.
+    fn attack_remaining(
+        &mut self,
+        attack: impl FnOnce(Tensor<B, 4>, Tensor<B, 1, Int>) -> (Tensor<B, 4>, Vec<bool>),
+    ) {
+        let remaining: Vec<usize> = (0..self.robust.len()).filter(|&i| self.robust[i]).collect();
+        if remaining.is_empty() {
+            return;
+        }
+        let device = self.x.device();
+        let index = index_tensor::<B>(&remaining, &device);
+        let (found, fooled) = attack(
+            self.x.clone().select(0, index.clone()),
+            self.y.clone().select(0, index),
+        );
+        let broken: Vec<usize> = remaining
+            .iter()
+            .zip(&fooled)
+            .filter(|(_, &f)| f)
+            .map(|(&i, _)| i)
+            .collect();
+        for &i in &broken {
+            self.robust[i] = false;
+        }
+        // Rows of `found` replace the broken images: gather from [found; adversarial].
+        let mut source: Vec<usize> = (0..self.robust.len())
+            .map(|i| remaining.len() + i)
+            .collect();
+        for (pos, (&i, &f)) in remaining.iter().zip(&fooled).enumerate() {
+            if f {
+                source[i] = pos;
+            }
+        }
+        let stacked = Tensor::cat(vec![found, self.adversarial.clone()], 0);
+        self.adversarial = stacked.select(0, index_tensor::<B>(&source, &device));
+    }
+}
+
+/// One APGD run from a random start on every image of `x`: the last misclassified iterate of
+/// each image (or its best-loss point when none was) and which images were misclassified.
+#[allow(clippy::too_many_arguments)]
+fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
+    victim: &Victim<B, M>,
+    threat: &ThreatModel,
+    iterations: usize,
+    rho: f64,
+    x: Tensor<Inner<B>, 4>,
+    y: Tensor<Inner<B>, 1, Int>,
+    objective: Objective<B>,
+    rng: &mut ChaCha8Rng,
+) -> (Tensor<Inner<B>, 4>, Vec<bool>) {
+    let n = x.dims()[0];
+    let device = x.device();
+    let eps = threat.eps;
+    let labels = Tensor::<B, 1, Int>::from_inner(y.clone());
+    let evaluate = |x_adv: Tensor<Inner<B>, 4>| {
+        let labels = labels.clone();
+        victim.loss_and_grad(x_adv, |logits| match &objective {
+            Objective::CrossEntropy => cross_entropy(logits, labels),
+            Objective::Dlr => dlr(logits, labels),
+            Objective::Targeted(targets) => dlr_targeted(logits, labels, targets.clone()),
+        })
+    };
+
+    // Start: x + ε·t/‖t‖ with t uniform in [−1, 1] (L∞) or standard normal (L2), clipped.
+    let t = match threat.norm {
+        Norm::Linf => crate::random::uniform::<Inner<B>, 4>(rng, x.dims(), -1.0, 1.0, &device),
+        Norm::L2 => crate::random::normal::<Inner<B>, 4>(rng, x.dims(), &device),
+    };
+    let t_norm = match threat.norm {
+        Norm::Linf => t
+            .clone()
+            .abs()
+            .flatten::<2>(1, 3)
+            .max_dim(1)
+            .squeeze_dim::<1>(1),
+        Norm::L2 => l2_norms(t.clone()),
+    };
+    let mut x_adv = x
+        .clone()
+        .add(t.mul_scalar(eps).div(t_norm.reshape([-1, 1, 1, 1])))
+        .clamp(0.0, 1.0);
+    let mut x_best = x_adv.clone();
+    let mut x_best_adv = x_adv.clone();
+    let (logits, loss, mut grad) = evaluate(x_adv.clone());
+    let mut grad_best = grad.clone();
+    let mut correct = bools(crate::losses::correct(logits, y.clone()));
+    let mut loss_best = floats(loss);
+
+    let schedule = Schedule::new(iterations);
+    let mut step = vec![2.0 * eps as f32; n];
+    let mut x_adv_old = x_adv.clone();
+    let mut k = schedule.first;
+    let mut since_check = 0;
+    let mut loss_best_last_check = loss_best.clone();
+    let mut reduced_last_check = vec![true; n];
+    // The reference reads the row before the first iteration as the last row of a zeroed
+    // history: keep that quirk so step-size decisions match.
+    let mut loss_steps = vec![vec![0.0f32; n]; iterations.max(1)];
+
+    for i in 0..iterations {
+        let momentum_delta = x_adv.clone().sub(x_adv_old);
+        x_adv_old = x_adv.clone();
+        let a = if i > 0 { 0.75 } else { 1.0 };
+        let eta = per_image::<Inner<B>>(&step, &device);
+        let z = threat.project(
+            x_adv
+                .clone()
+                .add(step_direction(threat.norm, grad).mul(eta)),
+            x.clone(),
+        );
+        let mixed = x_adv
+            .clone()
+            .add(z.sub(x_adv.clone()).mul_scalar(a))
+            .add(momentum_delta.mul_scalar(1.0 - a));
+        x_adv = threat.project(mixed, x.clone());
+
+        let (logits, loss, new_grad) = evaluate(x_adv.clone());
+        grad = new_grad;
+        let predicted_correct = bools(crate::losses::correct(logits, y.clone()));
+        let misclassified_now: Vec<bool> = predicted_correct.iter().map(|c| !c).collect();
+        for (c, p) in correct.iter_mut().zip(&predicted_correct) {
+            *c = *c && *p;
+        }
+        x_best_adv = where_rows(&misclassified_now, x_adv.clone(), x_best_adv);
+
+        let loss = floats(loss);
+        let improved: Vec<bool> = loss.iter().zip(&loss_best).map(|(l, b)| l > b).collect();
+        x_best = where_rows(&improved, x_adv.clone(), x_best);
+        grad_best = where_rows(&improved, grad.clone(), grad_best);
+        for j in 0..n {
+            if improved[j] {
+                loss_best[j] = loss[j];
+            }
+        }
+        loss_steps[i] = loss;
+
+        since_check += 1;
+        if since_check == k {
+            let mut halve = vec![false; n];
+            for j in 0..n {
+                let increases = (0..k)
+                    .filter(|&c| {
+                        let prev =
+                            (i as isize - c as isize - 1).rem_euclid(iterations as isize) as usize;
+                        loss_steps[i - c][j] > loss_steps[prev][j]
+                    })
+                    .count();
+                let oscillating = increases as f64 <= k as f64 * rho;
+                let stalled = !reduced_last_check[j] && loss_best_last_check[j] >= loss_best[j];
+                halve[j] = oscillating || stalled;
+            }
+            for j in 0..n {
+                if halve[j] {
+                    step[j] /= 2.0;
+                }
+            }
+            x_adv = where_rows(&halve, x_best.clone(), x_adv);
+            grad = where_rows(&halve, grad_best.clone(), grad);
+            reduced_last_check = halve;
+            loss_best_last_check = loss_best.clone();
+            k = k.saturating_sub(schedule.decrease).max(schedule.min);
+            since_check = 0;
+        }
+    }
+    let fooled = correct.iter().map(|c| !c).collect();
+    (x_best_adv, fooled)
+}
+
+/// Rows of `a` where `mask` holds, of `b` elsewhere.
+pub(crate) fn where_rows<B: Backend>(
+    mask: &[bool],
+    a: Tensor<B, 4>,
+    b: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    if mask.iter().all(|m| !m) {
+        return b;
+    }
+    let dims = a.dims();
+    let mask =
+        Tensor::<B, 1, Bool>::from_data(TensorData::new(mask.to_vec(), [mask.len()]), &a.device())
+            .reshape([dims[0], 1, 1, 1])
+            .expand(dims);
+    b.mask_where(mask, a)
+}
+
+/// A per-image scalar as a `[N, 1, 1, 1]` tensor.
+fn per_image<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 4> {
+    Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+        .reshape([-1, 1, 1, 1])
+}
+
+pub(crate) fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
+}
+
+pub(crate) fn bools<B: Backend>(t: Tensor<B, 1, Bool>) -> Vec<bool> {
+    t.into_data().to_vec::<bool>().unwrap_or_default()
+}
+
+pub(crate) fn floats<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default()
+}
