@@ -97,7 +97,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let (trained, stats) = train_epoch(
             model,
             &mut optimizer,
-            &Natural,
+            &Natural::default(),
             loader.epoch(epoch as u64),
             lr,
             &mut rng,

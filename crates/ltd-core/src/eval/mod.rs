@@ -4,3 +4,6 @@
 mod accuracy;
 
 pub use accuracy::{accuracy, Accuracy};
+pub mod autoattack;
+
+pub use autoattack::{AttackName, AutoAttackConfig, AutoAttackReport, Shard, StageReport};

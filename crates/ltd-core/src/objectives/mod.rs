@@ -1,9 +1,18 @@
 //! Training objectives: a batch in, a scalar loss (plus the natural logits for metrics) out.
-//! Each objective generates whatever adversarial examples it needs itself.
+//! A base (natural CE, PGD-AT, TRADES) takes its cross-entropy targets from a [`Labels`] source
+//! (one-hot, smoothing, LTD teacher soft labels); each generates its own adversarial examples.
 
+mod bn_order;
+mod labels;
+mod madry;
 mod natural;
+mod trades;
 
+pub use bn_order::BnOrder;
+pub use labels::{Labels, TeacherFn};
+pub use madry::Madry;
 pub use natural::Natural;
+pub use trades::{Trades, TradesAttack};
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
@@ -26,5 +35,5 @@ pub trait Objective<B: AutodiffBackend, M> {
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
         rng: &mut ChaCha8Rng,
-    ) -> LossOutput<B>;
+    ) -> crate::Result<LossOutput<B>>;
 }

@@ -4,27 +4,36 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::{LossOutput, Objective};
-use crate::losses::cross_entropy;
+use super::{Labels, LossOutput, Objective};
+use crate::attacks::Inner;
+use crate::losses::soft_cross_entropy;
 use crate::models::{Classifier, Mode};
 
-/// Mean cross-entropy of the clean batch.
-#[derive(Debug, Clone, Default)]
-pub struct Natural;
+/// Mean cross-entropy of the clean batch against targets from a [`Labels`] source.
+#[derive(Debug, Clone)]
+pub struct Natural<B: AutodiffBackend> {
+    /// Targets (one-hot for a teacher; teacher soft labels for LTD's natural-only search).
+    pub labels: Labels<Inner<B>>,
+}
 
-impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural {
+impl<B: AutodiffBackend> Default for Natural<B> {
+    fn default() -> Self {
+        Self { labels: Labels::OneHot }
+    }
+}
+
+impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural<B> {
     fn loss(
         &self,
         model: &M,
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
         _rng: &mut ChaCha8Rng,
-    ) -> LossOutput<B> {
+    ) -> crate::Result<LossOutput<B>> {
+        let targets = self.labels.targets(x.clone().inner(), y.inner(), model.num_classes());
         let logits = model.forward(x, Mode::Train);
         let natural_logits = logits.clone().detach().inner();
-        LossOutput {
-            loss: cross_entropy(logits, y).mean(),
-            natural_logits,
-        }
+        let loss = soft_cross_entropy(logits, Tensor::from_inner(targets)).mean();
+        Ok(LossOutput { loss, natural_logits })
     }
 }

@@ -1,0 +1,52 @@
+//! Where the natural cross-entropy's targets come from: one-hot labels, label smoothing (a
+//! comparison in the paper), or LTD's soft labels — the teacher's probabilities at temperature τ
+//! while the student's temperature stays 1.
+
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::losses::tempered_softmax;
+
+/// Teacher logits for a batch (inference mode, no gradient), e.g. a closure over a trained model.
+pub type TeacherFn<B> = Arc<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2> + Send + Sync>;
+
+/// A source of target distributions.
+#[derive(Clone)]
+pub enum Labels<B: Backend> {
+    /// `one_hot(y)`.
+    OneHot,
+    /// `(1 − α)·one_hot(y) + α / K`.
+    Smoothing(f64),
+    /// LTD: `softmax(teacher(x) / τ)`, computed on the fly on the same (augmented) batch.
+    Teacher {
+        /// The teacher's logits.
+        teacher: TeacherFn<B>,
+        /// Temperature τ (paper: 5 on CIFAR-10).
+        tau: f64,
+    },
+}
+
+impl<B: Backend> std::fmt::Debug for Labels<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Labels::OneHot => write!(f, "OneHot"),
+            Labels::Smoothing(a) => write!(f, "Smoothing({a})"),
+            Labels::Teacher { tau, .. } => write!(f, "Teacher {{ tau: {tau} }}"),
+        }
+    }
+}
+
+impl<B: Backend> Labels<B> {
+    /// Target distributions `[N, classes]` for images `x` with labels `y`.
+    pub fn targets(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, classes: usize) -> Tensor<B, 2> {
+        match self {
+            Labels::OneHot => y.one_hot::<2>(classes).float(),
+            Labels::Smoothing(alpha) => {
+                y.one_hot::<2>(classes).float().mul_scalar(1.0 - alpha).add_scalar(alpha / classes as f64)
+            }
+            Labels::Teacher { teacher, tau } => tempered_softmax(teacher(x), *tau),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Evaluate a checkpoint with AutoAttack on CIFAR-format test data, as RobustBench does: the
+//! first `--n-ex` test images, a Markdown table on stdout and a JSON report.
+//!
+//! ```text
+//! cargo run --release --example autoattack_eval -- --checkpoint model.safetensors \
+//!     --arch wrn-16-2 --num-classes 10 --data-dir DIR --n-ex 500 --eps 8/255 --norm linf \
+//!     --batch-size 250 --report out.json
+//! ```
+//!
+//! Long runs: `--resume` continues from the state file written after every batch;
+//! `--shard K/N` evaluates one slice; `--merge a.json b.json … --report all.json` joins shards.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use ltd::backend::{self, Train};
+use ltd::core::attacks::{parse_eps, ThreatModel};
+use ltd::core::eval::autoattack::{
+    self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
+};
+use ltd::core::models::{Arch, Normalization};
+use ltd::core::weights;
+use ltd::data::{load_cifar_auto, Split, SyntheticConfig};
+
+#[derive(Parser)]
+#[command(about = "AutoAttack evaluation of a checkpoint on CIFAR-format test data")]
+struct Args {
+    /// Checkpoint: Burn's own `.mpk`, `.safetensors` or `.pt`/`.pth` with RobustBench/torchvision names.
+    #[arg(long, required_unless_present = "merge")]
+    checkpoint: Option<PathBuf>,
+    /// Architecture: wrn-DEPTH-WIDTH, resnet18, resnet50, wrn-50-2.
+    #[arg(long, default_value = "wrn-34-10")]
+    arch: String,
+    /// Classes of the model.
+    #[arg(long, default_value_t = 10)]
+    num_classes: usize,
+    /// Input normalisation the checkpoint expects (`cifar10`, `imagenet`); none by default.
+    #[arg(long)]
+    normalize: Option<String>,
+    /// Folder (or .tar.gz) with CIFAR-10 `test_batch.bin` or CIFAR-100 `test.bin`.
+    #[arg(long, conflicts_with = "synthetic")]
+    data_dir: Option<PathBuf>,
+    /// Use the embedded synthetic test set instead of `--data-dir`.
+    #[arg(long)]
+    synthetic: bool,
+    /// Evaluate the first N test images (RobustBench: 10000).
+    #[arg(long, default_value_t = 10000)]
+    n_ex: usize,
+    /// Radius: a fraction (8/255) or a decimal (0.031).
+    #[arg(long, default_value = "8/255")]
+    eps: String,
+    /// Norm: linf or l2.
+    #[arg(long, default_value = "linf")]
+    norm: String,
+    /// Images per batch.
+    #[arg(long, default_value_t = 250)]
+    batch_size: usize,
+    /// Comma-separated attacks (default: AutoAttack 'standard').
+    #[arg(long, default_value = "apgd-ce,apgd-t,fab-t,square")]
+    attacks: String,
+    /// Seed of the attacks' randomness.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// JSON report path.
+    #[arg(long, default_value = "autoattack_report.json")]
+    report: PathBuf,
+    /// Continue from the state file (`<report>.state`).
+    #[arg(long)]
+    resume: bool,
+    /// Evaluate shard K of N (whole batches).
+    #[arg(long)]
+    shard: Option<String>,
+    /// Save the adversarial examples found (safetensors: `images`, `indices`).
+    #[arg(long)]
+    save_adversarial: Option<PathBuf>,
+    /// Merge these shard reports into `--report` instead of evaluating.
+    #[arg(long, num_args = 1..)]
+    merge: Vec<PathBuf>,
+    /// Device (`default`, `cpu`, `cuda:N`, …).
+    #[arg(long, default_value = "default")]
+    device: String,
+}
+
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    if !args.merge.is_empty() {
+        let reports = args
+            .merge
+            .iter()
+            .map(|p| -> anyhow::Result<AutoAttackReport> {
+                let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                serde_json::from_slice(&text)
+                    .with_context(|| format!("{} is not an evaluation report", p.display()))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let merged = autoattack::merge(reports)?;
+        return finish(&args, &merged);
+    }
+
+    let device = backend::device(&args.device)?;
+    let threat = ThreatModel {
+        norm: args.norm.parse()?,
+        eps: parse_eps(&args.eps)?,
+    };
+    let attacks = args
+        .attacks
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<AttackName>, _>>()?;
+    let config = AutoAttackConfig {
+        threat,
+        attacks,
+        batch_size: args.batch_size,
+        seed: args.seed,
+    };
+
+    let test = if args.synthetic {
+        SyntheticConfig::default().generate()?.test
+    } else {
+        let dir = args
+            .data_dir
+            .as_ref()
+            .context("give --data-dir (CIFAR test data) or --synthetic")?;
+        load_cifar_auto(dir, Split::Test)?.1
+    };
+    if test.num_classes() != args.num_classes {
+        bail!(
+            "the data has {} classes but --num-classes is {}",
+            test.num_classes(),
+            args.num_classes
+        );
+    }
+    let n_ex = args.n_ex.min(test.len());
+    let range = match &args.shard {
+        Some(s) => s.parse::<Shard>()?.range(n_ex, args.batch_size),
+        None => 0..n_ex,
+    };
+
+    let normalization = match args.normalize.as_deref() {
+        None => None,
+        Some("cifar10") => Some(Normalization::cifar10()),
+        Some("imagenet") => Some(Normalization::imagenet()),
+        Some(other) => bail!("unknown normalisation `{other}` (cifar10 or imagenet)"),
+    };
+    let arch: Arch = args.arch.parse()?;
+    let model = arch.init::<Train>(args.num_classes, normalization, &device)?;
+    let checkpoint = args
+        .checkpoint
+        .as_ref()
+        .context("--checkpoint is required")?;
+    let model = if checkpoint.extension().is_some_and(|e| e == "mpk") {
+        weights::load(model, checkpoint, &device)?
+    } else {
+        weights::import(model, checkpoint)?
+    };
+
+    println!(
+        "{} on images {}..{} ({}), {} ε = {}, backend {}",
+        arch,
+        range.start,
+        range.end,
+        args.data_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or("synthetic".into()),
+        threat.norm,
+        args.eps,
+        backend::NAME
+    );
+    let state_path = state_path(&args.report);
+    let mut bar: Option<(String, ProgressBar)> = None;
+    let mut on_progress = |stage: &str, done: usize, total: usize| {
+        if bar.as_ref().is_none_or(|(name, _)| name != stage) {
+            if let Some((_, b)) = bar.take() {
+                b.finish();
+            }
+            let b = ProgressBar::new(total as u64).with_style(
+                ProgressStyle::with_template("{prefix:>9} {bar:30} {pos}/{len} batches {elapsed}")
+                    .unwrap(),
+            );
+            b.set_prefix(stage.to_string());
+            bar = Some((stage.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(done as u64);
+        }
+    };
+    let options = RunOptions {
+        state_path: Some(state_path.clone()),
+        resume: args.resume,
+        keep_adversarial: args.save_adversarial.is_some(),
+        on_progress: &mut on_progress,
+    };
+    let (report, adversarial) = autoattack::run(&config, &model, &test, range, options)?;
+    if let Some(path) = &args.save_adversarial {
+        let shape = test.shape();
+        autoattack::save_adversarial(
+            path,
+            &adversarial,
+            [shape.channels, shape.height, shape.width],
+        )?;
+        println!(
+            "saved {} adversarial examples to {}",
+            adversarial.len(),
+            path.display()
+        );
+    }
+    finish(&args, &report)?;
+    let _ = std::fs::remove_file(&state_path);
+    let _ = std::fs::remove_file(state_path.with_extension("state.adv"));
+    Ok(())
+}
+
+fn state_path(report: &std::path::Path) -> PathBuf {
+    let mut name = report
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".state");
+    report.with_file_name(name)
+}
+
+fn finish(args: &Args, report: &AutoAttackReport) -> anyhow::Result<()> {
+    println!("\n{}", report.markdown());
+    let json = serde_json::to_vec_pretty(report)?;
+    ltd::core::fs::write_atomic(&args.report, &json)?;
+    println!("report written to {}", args.report.display());
+    Ok(())
+}
