@@ -1,11 +1,11 @@
 //! PGD adversarial training (Madry et al. 2018): cross-entropy on PGD examples generated in
-//! inference mode.
+//! inference mode; only the adversarial batch is forwarded in training mode.
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Labels, LossOutput, Objective};
+use super::{Labels, LossOutput, Objective, Prepared};
 use crate::attacks::{Attack, AttackModel, Inner, Pgd};
 use crate::losses::soft_cross_entropy;
 use crate::models::{Classifier, Mode};
@@ -27,13 +27,25 @@ impl<B: AutodiffBackend> Madry<B> {
 }
 
 impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
-    fn loss(&self, model: &M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, rng: &mut ChaCha8Rng) -> crate::Result<LossOutput<B>> {
+    fn prepare(
+        &self,
+        model: &M,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
         let targets = self.labels.targets(x_inner.clone(), y_inner.clone(), model.num_classes());
-        let x_adv = self.attack.perturb(model, x_inner.clone(), y_inner, rng)?;
-        let logits = model.forward(Tensor::from_inner(x_adv), Mode::Train);
-        let natural_logits = model.valid().forward(x_inner, Mode::Eval);
-        let loss = soft_cross_entropy(logits, Tensor::from_inner(targets)).mean();
-        Ok(LossOutput { loss, natural_logits })
+        let x_adv = self.attack.perturb(model, x_inner, y_inner, rng)?;
+        Ok(Prepared { x, y, targets, x_adv: Some(Tensor::from_inner(x_adv)) })
+    }
+
+    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
+        let mode = if update_bn { Mode::Train } else { Mode::TrainFrozen };
+        let x_adv = batch.x_adv.clone().expect("prepared by Madry::prepare");
+        let logits = model.forward(x_adv, mode);
+        let natural_logits = model.valid().forward(batch.x.clone().inner(), Mode::Eval);
+        let loss = soft_cross_entropy(logits, Tensor::from_inner(batch.targets.clone())).mean();
+        LossOutput { loss, natural_logits }
     }
 }

@@ -1,6 +1,8 @@
-//! Training objectives: a batch in, a scalar loss (plus the natural logits for metrics) out.
-//! A base (natural CE, PGD-AT, TRADES) takes its cross-entropy targets from a [`Labels`] source
-//! (one-hot, smoothing, LTD teacher soft labels); each generates its own adversarial examples.
+//! Training objectives. A step first *prepares* a batch in inference mode — adversarial
+//! examples and cross-entropy targets — and then computes the *loss* in training mode; AWP
+//! (which perturbs the weights in between) and the BatchNorm update orders act on that split.
+//! A base (natural CE, PGD-AT, TRADES) takes its targets from a [`Labels`] source (one-hot,
+//! smoothing, LTD teacher soft labels), so TRADES+LTD+AWP is a composition, not a code path.
 
 mod bn_order;
 mod labels;
@@ -18,22 +20,36 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-/// What one objective evaluation yields.
+use crate::attacks::Inner;
+
+/// A batch ready for the loss: clean images, labels, targets and adversarial images.
+#[derive(Debug, Clone)]
+pub struct Prepared<B: AutodiffBackend> {
+    /// Clean images.
+    pub x: Tensor<B, 4>,
+    /// Hard labels.
+    pub y: Tensor<B, 1, Int>,
+    /// Target distributions of the natural cross-entropy.
+    pub targets: Tensor<Inner<B>, 2>,
+    /// Adversarial images, for objectives that use them.
+    pub x_adv: Option<Tensor<B, 4>>,
+}
+
+/// What one loss evaluation yields.
 pub struct LossOutput<B: AutodiffBackend> {
     /// Scalar loss to minimise.
     pub loss: Tensor<B, 1>,
     /// Natural (clean) logits of the batch, detached, for training accuracy.
-    pub natural_logits: Tensor<B::InnerBackend, 2>,
+    pub natural_logits: Tensor<Inner<B>, 2>,
 }
 
 /// A training loss over model `M`.
 pub trait Objective<B: AutodiffBackend, M> {
-    /// The loss of `model` on images `x` with labels `y`; `rng` seeds any random start.
-    fn loss(
-        &self,
-        model: &M,
-        x: Tensor<B, 4>,
-        y: Tensor<B, 1, Int>,
-        rng: &mut ChaCha8Rng,
-    ) -> crate::Result<LossOutput<B>>;
+    /// Inference-mode work for a batch: targets and adversarial examples (seeded by `rng`).
+    fn prepare(&self, model: &M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, rng: &mut ChaCha8Rng)
+        -> crate::Result<Prepared<B>>;
+
+    /// The training-mode loss on a prepared batch. With `update_bn` false no forward changes
+    /// BatchNorm running statistics (AWP's look-ahead); otherwise the objective's own order.
+    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B>;
 }

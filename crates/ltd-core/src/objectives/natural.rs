@@ -4,7 +4,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Labels, LossOutput, Objective};
+use super::{Labels, LossOutput, Objective, Prepared};
 use crate::attacks::Inner;
 use crate::losses::soft_cross_entropy;
 use crate::models::{Classifier, Mode};
@@ -23,17 +23,22 @@ impl<B: AutodiffBackend> Default for Natural<B> {
 }
 
 impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural<B> {
-    fn loss(
+    fn prepare(
         &self,
         model: &M,
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
         _rng: &mut ChaCha8Rng,
-    ) -> crate::Result<LossOutput<B>> {
-        let targets = self.labels.targets(x.clone().inner(), y.inner(), model.num_classes());
-        let logits = model.forward(x, Mode::Train);
+    ) -> crate::Result<Prepared<B>> {
+        let targets = self.labels.targets(x.clone().inner(), y.clone().inner(), model.num_classes());
+        Ok(Prepared { x, y, targets, x_adv: None })
+    }
+
+    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
+        let mode = if update_bn { Mode::Train } else { Mode::TrainFrozen };
+        let logits = model.forward(batch.x.clone(), mode);
         let natural_logits = logits.clone().detach().inner();
-        let loss = soft_cross_entropy(logits, Tensor::from_inner(targets)).mean();
-        Ok(LossOutput { loss, natural_logits })
+        let loss = soft_cross_entropy(logits, Tensor::from_inner(batch.targets.clone())).mean();
+        LossOutput { loss, natural_logits }
     }
 }

@@ -8,9 +8,10 @@ use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{BnOrder, Labels, LossOutput, Objective};
+use super::{BnOrder, Labels, LossOutput, Objective, Prepared};
 use crate::attacks::{AttackModel, Inner, ThreatModel, Victim};
 use crate::losses::{kl_divergence, soft_cross_entropy};
+use crate::models::Mode;
 
 /// The inner maximisation of TRADES.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,15 +73,30 @@ impl<B: AutodiffBackend> Trades<B> {
 }
 
 impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
-    fn loss(&self, model: &M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, rng: &mut ChaCha8Rng) -> crate::Result<LossOutput<B>> {
-        let (x_inner, y_inner) = (x.clone().inner(), y.inner());
+    fn prepare(
+        &self,
+        model: &M,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> crate::Result<Prepared<B>> {
+        let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
         let targets = self.labels.targets(x_inner.clone(), y_inner, model.num_classes());
-        let x_adv = Tensor::<B, 4>::from_inner(self.attack.generate::<B, M>(model, x_inner, rng));
-        let (natural, adversarial) = self.bn_order.forward_pair(model, x, x_adv);
+        let x_adv = Tensor::from_inner(self.attack.generate::<B, M>(model, x_inner, rng));
+        Ok(Prepared { x, y, targets, x_adv: Some(x_adv) })
+    }
+
+    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
+        let x_adv = batch.x_adv.clone().expect("prepared by Trades::prepare");
+        let (natural, adversarial) = if update_bn {
+            self.bn_order.forward_pair(model, batch.x.clone(), x_adv)
+        } else {
+            (model.forward(batch.x.clone(), Mode::TrainFrozen), model.forward(x_adv, Mode::TrainFrozen))
+        };
         let natural_logits = natural.clone().detach().inner();
-        let loss = soft_cross_entropy(natural.clone(), Tensor::from_inner(targets))
+        let loss = soft_cross_entropy(natural.clone(), Tensor::from_inner(batch.targets.clone()))
             .add(kl_divergence(natural, adversarial).mul_scalar(self.beta))
             .mean();
-        Ok(LossOutput { loss, natural_logits })
+        LossOutput { loss, natural_logits }
     }
 }

@@ -66,7 +66,8 @@ where
     for batch in batches {
         let n = batch.len();
         let (x, y) = batch_tensors::<B>(&batch, device);
-        let out = objective.loss(&model, x, y.clone(), rng)?;
+        let prepared = objective.prepare(&model, x, y.clone(), rng)?;
+        let out = objective.loss(&model, &prepared, true);
         let loss_value = out.loss.clone().into_scalar().elem::<f64>();
         if !loss_value.is_finite() {
             return Err(LtdError::NonFiniteLoss {
