@@ -208,15 +208,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
 }
 
 /// Which images are still unbroken, and the adversarial images found for the others.
-struct Progress<B: Backend> {
+pub(crate) struct Progress<B: Backend> {
     x: Tensor<B, 4>,
     y: Tensor<B, 1, Int>,
-    adversarial: Tensor<B, 4>,
+    pub(crate) adversarial: Tensor<B, 4>,
     robust: Vec<bool>,
 }
 
 impl<B: Backend> Progress<B> {
-    fn new<A: AutodiffBackend<InnerBackend = B>, M: AttackModel<A>>(
+    pub(crate) fn new<A: AutodiffBackend<InnerBackend = B>, M: AttackModel<A>>(
         victim: &Victim<A, M>,
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
@@ -232,7 +232,7 @@ impl<B: Backend> Progress<B> {
     }
 
     /// Runs `attack` on the unbroken images and records the ones it breaks.
-    fn attack_remaining(
+    pub(crate) fn attack_remaining(
         &mut self,
         attack: impl FnOnce(Tensor<B, 4>, Tensor<B, 1, Int>) -> (Tensor<B, 4>, Vec<bool>),
     ) {

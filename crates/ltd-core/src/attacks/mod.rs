@@ -6,13 +6,17 @@
 //! lives only inside [`Victim::loss_and_grad`].
 
 mod apgd;
+mod fab;
 mod fgsm;
 mod pgd;
+mod square;
 mod threat;
 
 pub use apgd::{apgd_checkpoints, Apgd, ApgdLoss, ApgdTargeted};
+pub use fab::FabTargeted;
 pub use fgsm::Fgsm;
 pub use pgd::{Pgd, PgdLoss};
+pub use square::Square;
 pub use threat::{l2_norms, parse_eps, Norm, ThreatModel};
 
 use burn::module::AutodiffModule;

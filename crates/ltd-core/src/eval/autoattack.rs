@@ -21,7 +21,8 @@ use ltd_data::Dataset;
 use serde::{Deserialize, Serialize};
 
 use crate::attacks::{
-    Apgd, ApgdLoss, ApgdTargeted, Attack, AttackModel, FabTargeted, Fgsm, Inner, Pgd, Square, ThreatModel,
+    Apgd, ApgdLoss, ApgdTargeted, Attack, AttackModel, FabTargeted, Fgsm, Inner, Pgd, Square,
+    ThreatModel,
 };
 use crate::fs::write_atomic;
 use crate::losses::correct;
@@ -60,7 +61,10 @@ impl AttackName {
     ];
 
     /// The attack with the reference's parameters for `threat`.
-    pub fn build<B: AutodiffBackend, M: AttackModel<B>>(self, threat: ThreatModel) -> Box<dyn Attack<B, M>> {
+    pub fn build<B: AutodiffBackend, M: AttackModel<B>>(
+        self,
+        threat: ThreatModel,
+    ) -> Box<dyn Attack<B, M>> {
         match self {
             AttackName::ApgdCe => Box::new(Apgd::new(threat, ApgdLoss::CrossEntropy)),
             AttackName::ApgdT => Box::new(ApgdTargeted::new(threat)),
@@ -75,7 +79,11 @@ impl AttackName {
 
 impl fmt::Display for AttackName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = Self::ALL.iter().find(|(n, _)| n == self).map(|(_, s)| *s).unwrap_or("?");
+        let name = Self::ALL
+            .iter()
+            .find(|(n, _)| n == self)
+            .map(|(_, s)| *s)
+            .unwrap_or("?");
         f.write_str(name)
     }
 }
@@ -84,10 +92,17 @@ impl FromStr for AttackName {
     type Err = LtdError;
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim().to_ascii_lowercase();
-        Self::ALL.iter().find(|(_, name)| *name == s).map(|(n, _)| *n).ok_or_else(|| {
-            let known: Vec<&str> = Self::ALL.iter().map(|(_, s)| *s).collect();
-            LtdError::InvalidConfig(format!("unknown attack `{s}` (known: {})", known.join(", ")))
-        })
+        Self::ALL
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(n, _)| *n)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|(_, s)| *s).collect();
+                LtdError::InvalidConfig(format!(
+                    "unknown attack `{s}` (known: {})",
+                    known.join(", ")
+                ))
+            })
     }
 }
 
@@ -109,7 +124,12 @@ impl AutoAttackConfig {
     pub fn standard(threat: ThreatModel) -> Self {
         Self {
             threat,
-            attacks: vec![AttackName::ApgdCe, AttackName::ApgdT, AttackName::FabT, AttackName::Square],
+            attacks: vec![
+                AttackName::ApgdCe,
+                AttackName::ApgdT,
+                AttackName::FabT,
+                AttackName::Square,
+            ],
             batch_size: 250,
             seed: 0,
         }
@@ -158,16 +178,30 @@ impl AutoAttackReport {
     /// A Markdown table: clean accuracy, then robust accuracy after each stage.
     pub fn markdown(&self) -> String {
         let mut out = String::from("| stage | accuracy | seconds |\n|---|---|---|\n");
-        out += &format!("| clean | {:.2}% | {:.1} |\n", 100.0 * self.clean_accuracy, self.clean_seconds);
+        out += &format!(
+            "| clean | {:.2}% | {:.1} |\n",
+            100.0 * self.clean_accuracy,
+            self.clean_seconds
+        );
         for stage in &self.stages {
-            out += &format!("| +{} | {:.2}% | {:.1} |\n", stage.name, 100.0 * stage.robust_accuracy, stage.seconds);
+            out += &format!(
+                "| +{} | {:.2}% | {:.1} |\n",
+                stage.name,
+                100.0 * stage.robust_accuracy,
+                stage.seconds
+            );
         }
         out += &format!(
             "\nrobust accuracy {:.2}% ({} of {} images, {} {} ε = {:.5})\n",
             100.0 * self.robust_accuracy,
             self.robust_mask.iter().filter(|r| **r).count(),
             self.n_examples,
-            self.config.attacks.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" → "),
+            self.config
+                .attacks
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(" → "),
             self.config.threat.norm,
             self.config.threat.eps
         );
@@ -189,7 +223,10 @@ impl FromStr for Shard {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || LtdError::InvalidConfig(format!("shard `{s}` must read K/N with 1 ≤ K ≤ N"));
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count): (usize, usize) = (k.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count): (usize, usize) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
         if index == 0 || index > count {
             return Err(bad());
         }
@@ -247,7 +284,11 @@ pub fn run<B: AutodiffBackend, M: AttackModel<B>>(
     range: Range<usize>,
     options: RunOptions<'_>,
 ) -> Result<(AutoAttackReport, Adversarial)> {
-    let attacks: Vec<Box<dyn Attack<B, M>>> = config.attacks.iter().map(|a| a.build(config.threat)).collect();
+    let attacks: Vec<Box<dyn Attack<B, M>>> = config
+        .attacks
+        .iter()
+        .map(|a| a.build(config.threat))
+        .collect();
     run_attacks(config, &attacks, model, images, range, options)
 }
 
@@ -263,7 +304,9 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
 ) -> Result<(AutoAttackReport, Adversarial)> {
     config.threat.validate()?;
     if config.batch_size == 0 {
-        return Err(LtdError::InvalidConfig("the batch size must be at least 1".into()));
+        return Err(LtdError::InvalidConfig(
+            "the batch size must be at least 1".into(),
+        ));
     }
     if range.end > images.len() || range.start > range.end {
         return Err(LtdError::InvalidInput(format!(
@@ -281,7 +324,9 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         .ok_or_else(|| LtdError::InvalidInput("the model has no parameters".into()))?;
     let bs = config.batch_size;
     let n = range.len();
-    let blocks: Vec<Range<usize>> = (0..n.div_ceil(bs)).map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end)).collect();
+    let blocks: Vec<Range<usize>> = (0..n.div_ceil(bs))
+        .map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end))
+        .collect();
     let fresh = || State {
         config: config.clone(),
         range: (range.start, range.end),
@@ -300,14 +345,23 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
     };
     let save = |state: &State| -> Result<()> {
         match &options.state_path {
-            Some(path) => write_atomic(path, &serde_json::to_vec(state).map_err(|e| LtdError::InvalidInput(e.to_string()))?),
+            Some(path) => write_atomic(
+                path,
+                &serde_json::to_vec(state).map_err(|e| LtdError::InvalidInput(e.to_string()))?,
+            ),
             None => Ok(()),
         }
     };
     let on_progress = options.on_progress;
-    let log_path = options.state_path.as_ref().filter(|_| options.keep_adversarial).map(|p| adversarial_log_path(p));
+    let log_path = options
+        .state_path
+        .as_ref()
+        .filter(|_| options.keep_adversarial)
+        .map(|p| adversarial_log_path(p));
     let mut adversarial: Adversarial = match &log_path {
-        Some(path) if state.adversarial_records > 0 => read_adversarial_log(path, state.adversarial_records)?,
+        Some(path) if state.adversarial_records > 0 => {
+            read_adversarial_log(path, state.adversarial_records)?
+        }
         _ => Vec::new(),
     };
     let mut log = match &log_path {
@@ -319,7 +373,8 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         let start = Instant::now();
         let mut mask = Vec::with_capacity(n);
         for (b, block) in blocks.iter().enumerate() {
-            let (x, y) = block_tensors::<Inner<B>>(images, &block.clone().collect::<Vec<_>>(), &device)?;
+            let (x, y) =
+                block_tensors::<Inner<B>>(images, &block.clone().collect::<Vec<_>>(), &device)?;
             mask.extend(bools(correct(inner.forward(x, Mode::Eval), y)));
             on_progress("clean", b + 1, blocks.len());
         }
@@ -336,14 +391,22 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         while state.next_block < blocks.len() {
             let b = state.next_block;
             let block = &blocks[b];
-            let todo: Vec<usize> = block.clone().filter(|&i| state.robust_mask[i - range.start]).collect();
+            let todo: Vec<usize> = block
+                .clone()
+                .filter(|&i| state.robust_mask[i - range.start])
+                .collect();
             if !todo.is_empty() {
                 let (x, y) = block_tensors::<Inner<B>>(images, &todo, &device)?;
                 let global_block = (range.start / bs + b) as u64;
-                let mut rng = crate::random::derived(config.seed, state.stage as u64 + 1, global_block);
+                let mut rng =
+                    crate::random::derived(config.seed, state.stage as u64 + 1, global_block);
                 let x_adv = attack.perturb(model, x, y.clone(), &mut rng)?;
                 let still_correct = bools(correct(inner.forward(x_adv.clone(), Mode::Eval), y));
-                let pixels = x_adv.into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                let pixels = x_adv
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .unwrap_or_default();
                 let per_image = pixels.len() / todo.len();
                 for (k, (&i, ok)) in todo.iter().zip(still_correct).enumerate() {
                     if !ok {
@@ -379,7 +442,10 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
 
     let report = AutoAttackReport {
         config: config.clone(),
-        parameters: attacks.iter().map(|a| serde_json::Value::String(a.name())).collect(),
+        parameters: attacks
+            .iter()
+            .map(|a| serde_json::Value::String(a.name()))
+            .collect(),
         first_index: range.start,
         n_examples: n,
         clean_accuracy: fraction(state.clean_mask.iter().filter(|c| **c).count(), n),
@@ -395,15 +461,26 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
 /// Combines shard reports (in any order) into the report of the whole evaluation.
 pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
     shards.sort_by_key(|r| r.first_index);
-    let first = shards.first().ok_or_else(|| LtdError::InvalidInput("no reports to merge".into()))?.clone();
-    let mut merged = AutoAttackReport { clean_mask: Vec::new(), robust_mask: Vec::new(), n_examples: 0, clean_seconds: 0.0, ..first.clone() };
+    let first = shards
+        .first()
+        .ok_or_else(|| LtdError::InvalidInput("no reports to merge".into()))?
+        .clone();
+    let mut merged = AutoAttackReport {
+        clean_mask: Vec::new(),
+        robust_mask: Vec::new(),
+        n_examples: 0,
+        clean_seconds: 0.0,
+        ..first.clone()
+    };
     for stage in &mut merged.stages {
         stage.robust_count = 0;
         stage.seconds = 0.0;
     }
     for shard in &shards {
         if shard.config != first.config || shard.stages.len() != first.stages.len() {
-            return Err(LtdError::InvalidInput("shard reports come from different evaluations".into()));
+            return Err(LtdError::InvalidInput(
+                "shard reports come from different evaluations".into(),
+            ));
         }
         if shard.first_index != merged.first_index + merged.n_examples {
             return Err(LtdError::InvalidInput(format!(
@@ -435,12 +512,25 @@ pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
 pub fn save_adversarial(path: &Path, adversarial: &Adversarial, shape: [usize; 3]) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
     let k = adversarial.len();
-    let images: Vec<u8> = adversarial.iter().flat_map(|(_, px)| px.iter().flat_map(|v| v.to_le_bytes())).collect();
-    let indices: Vec<u8> = adversarial.iter().flat_map(|(i, _)| (*i as i64).to_le_bytes()).collect();
+    let images: Vec<u8> = adversarial
+        .iter()
+        .flat_map(|(_, px)| px.iter().flat_map(|v| v.to_le_bytes()))
+        .collect();
+    let indices: Vec<u8> = adversarial
+        .iter()
+        .flat_map(|(i, _)| (*i as i64).to_le_bytes())
+        .collect();
     let invalid = |e: safetensors::SafeTensorError| LtdError::InvalidInput(e.to_string());
     let views = vec![
-        ("images", TensorView::new(Dtype::F32, vec![k, shape[0], shape[1], shape[2]], &images).map_err(invalid)?),
-        ("indices", TensorView::new(Dtype::I64, vec![k], &indices).map_err(invalid)?),
+        (
+            "images",
+            TensorView::new(Dtype::F32, vec![k, shape[0], shape[1], shape[2]], &images)
+                .map_err(invalid)?,
+        ),
+        (
+            "indices",
+            TensorView::new(Dtype::I64, vec![k], &indices).map_err(invalid)?,
+        ),
     ];
     let bytes = safetensors::serialize(views, None).map_err(invalid)?;
     write_atomic(path, &bytes)
@@ -448,7 +538,10 @@ pub fn save_adversarial(path: &Path, adversarial: &Adversarial, shape: [usize; 3
 
 /// The adversarial log beside a state file.
 fn adversarial_log_path(state: &Path) -> PathBuf {
-    let mut name = state.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = state
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".adv");
     state.with_file_name(name)
 }
@@ -470,7 +563,9 @@ impl AdversarialLog {
         file.set_len(bytes).map_err(|e| LtdError::io(path, e))?;
         let mut log = Self(file, path.into());
         use std::io::Seek;
-        log.0.seek(std::io::SeekFrom::End(0)).map_err(|e| LtdError::io(path, e))?;
+        log.0
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| LtdError::io(path, e))?;
         Ok(log)
     }
 
@@ -480,21 +575,36 @@ impl AdversarialLog {
         record.extend((*index as u64).to_le_bytes());
         record.extend((pixels.len() as u64).to_le_bytes());
         record.extend(pixels.iter().flat_map(|v| v.to_le_bytes()));
-        self.0.write_all(&record).and_then(|()| self.0.sync_data()).map_err(|e| LtdError::io(&self.1, e))
+        self.0
+            .write_all(&record)
+            .and_then(|()| self.0.sync_data())
+            .map_err(|e| LtdError::io(&self.1, e))
     }
 }
 
 fn read_adversarial_log(path: &Path, records: usize) -> Result<Adversarial> {
     let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
-    let corrupt = || LtdError::Checkpoint { path: path.into(), reason: "the adversarial log is shorter than its state says".into() };
+    let corrupt = || LtdError::Checkpoint {
+        path: path.into(),
+        reason: "the adversarial log is shorter than its state says".into(),
+    };
     let mut out = Vec::with_capacity(records);
     let mut pos = 0;
-    let word = |at: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?)) };
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
     for _ in 0..records {
         let index = word(pos).ok_or_else(corrupt)? as usize;
         let len = word(pos + 8).ok_or_else(corrupt)? as usize;
-        let body = bytes.get(pos + 16..pos + 16 + 4 * len).ok_or_else(corrupt)?;
-        out.push((index, body.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()));
+        let body = bytes
+            .get(pos + 16..pos + 16 + 4 * len)
+            .ok_or_else(corrupt)?;
+        out.push((
+            index,
+            body.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ));
         pos += 16 + 4 * len;
     }
     Ok(out)
@@ -502,8 +612,10 @@ fn read_adversarial_log(path: &Path, records: usize) -> Result<Adversarial> {
 
 fn load_state(path: &Path, config: &AutoAttackConfig, range: &Range<usize>) -> Result<State> {
     let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
-    let state: State = serde_json::from_slice(&bytes)
-        .map_err(|e| LtdError::Checkpoint { path: path.into(), reason: format!("not an evaluation state: {e}") })?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| LtdError::Checkpoint {
+        path: path.into(),
+        reason: format!("not an evaluation state: {e}"),
+    })?;
     if &state.config != config || state.range != (range.start, range.end) {
         return Err(LtdError::Checkpoint {
             path: path.into(),
@@ -528,5 +640,9 @@ fn bools<B: burn::tensor::backend::Backend>(t: Tensor<B, 1, burn::tensor::Bool>)
 }
 
 fn fraction(count: usize, n: usize) -> f64 {
-    if n == 0 { 0.0 } else { count as f64 / n as f64 }
+    if n == 0 {
+        0.0
+    } else {
+        count as f64 / n as f64
+    }
 }

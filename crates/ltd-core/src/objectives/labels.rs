@@ -43,9 +43,11 @@ impl<B: Backend> Labels<B> {
     pub fn targets(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, classes: usize) -> Tensor<B, 2> {
         match self {
             Labels::OneHot => y.one_hot::<2>(classes).float(),
-            Labels::Smoothing(alpha) => {
-                y.one_hot::<2>(classes).float().mul_scalar(1.0 - alpha).add_scalar(alpha / classes as f64)
-            }
+            Labels::Smoothing(alpha) => y
+                .one_hot::<2>(classes)
+                .float()
+                .mul_scalar(1.0 - alpha)
+                .add_scalar(alpha / classes as f64),
             Labels::Teacher { teacher, tau } => tempered_softmax(teacher(x), *tau),
         }
     }

@@ -22,7 +22,10 @@ pub struct Madry<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Madry<B> {
     /// PGD-AT with the CIFAR defaults and one-hot labels.
     pub fn cifar() -> Self {
-        Self { attack: Pgd::cifar_training(), labels: Labels::OneHot }
+        Self {
+            attack: Pgd::cifar_training(),
+            labels: Labels::OneHot,
+        }
     }
 }
 
@@ -35,17 +38,31 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
-        let targets = self.labels.targets(x_inner.clone(), y_inner.clone(), model.num_classes());
+        let targets = self
+            .labels
+            .targets(x_inner.clone(), y_inner.clone(), model.num_classes());
         let x_adv = self.attack.perturb(model, x_inner, y_inner, rng)?;
-        Ok(Prepared { x, y, targets, x_adv: Some(Tensor::from_inner(x_adv)) })
+        Ok(Prepared {
+            x,
+            y,
+            targets,
+            x_adv: Some(Tensor::from_inner(x_adv)),
+        })
     }
 
     fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
-        let mode = if update_bn { Mode::Train } else { Mode::TrainFrozen };
+        let mode = if update_bn {
+            Mode::Train
+        } else {
+            Mode::TrainFrozen
+        };
         let x_adv = batch.x_adv.clone().expect("prepared by Madry::prepare");
         let logits = model.forward(x_adv, mode);
         let natural_logits = model.valid().forward(batch.x.clone().inner(), Mode::Eval);
         let loss = soft_cross_entropy(logits, Tensor::from_inner(batch.targets.clone())).mean();
-        LossOutput { loss, natural_logits }
+        LossOutput {
+            loss,
+            natural_logits,
+        }
     }
 }

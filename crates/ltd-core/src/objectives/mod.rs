@@ -4,12 +4,14 @@
 //! A base (natural CE, PGD-AT, TRADES) takes its targets from a [`Labels`] source (one-hot,
 //! smoothing, LTD teacher soft labels), so TRADES+LTD+AWP is a composition, not a code path.
 
+mod awp;
 mod bn_order;
 mod labels;
 mod madry;
 mod natural;
 mod trades;
 
+pub use awp::{Awp, WeightPerturbation};
 pub use bn_order::BnOrder;
 pub use labels::{Labels, TeacherFn};
 pub use madry::Madry;
@@ -46,8 +48,13 @@ pub struct LossOutput<B: AutodiffBackend> {
 /// A training loss over model `M`.
 pub trait Objective<B: AutodiffBackend, M> {
     /// Inference-mode work for a batch: targets and adversarial examples (seeded by `rng`).
-    fn prepare(&self, model: &M, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, rng: &mut ChaCha8Rng)
-        -> crate::Result<Prepared<B>>;
+    fn prepare(
+        &self,
+        model: &M,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> crate::Result<Prepared<B>>;
 
     /// The training-mode loss on a prepared batch. With `update_bn` false no forward changes
     /// BatchNorm running statistics (AWP's look-ahead); otherwise the objective's own order.

@@ -18,7 +18,9 @@ pub struct Natural<B: AutodiffBackend> {
 
 impl<B: AutodiffBackend> Default for Natural<B> {
     fn default() -> Self {
-        Self { labels: Labels::OneHot }
+        Self {
+            labels: Labels::OneHot,
+        }
     }
 }
 
@@ -30,15 +32,29 @@ impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural<B> {
         y: Tensor<B, 1, Int>,
         _rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
-        let targets = self.labels.targets(x.clone().inner(), y.clone().inner(), model.num_classes());
-        Ok(Prepared { x, y, targets, x_adv: None })
+        let targets =
+            self.labels
+                .targets(x.clone().inner(), y.clone().inner(), model.num_classes());
+        Ok(Prepared {
+            x,
+            y,
+            targets,
+            x_adv: None,
+        })
     }
 
     fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
-        let mode = if update_bn { Mode::Train } else { Mode::TrainFrozen };
+        let mode = if update_bn {
+            Mode::Train
+        } else {
+            Mode::TrainFrozen
+        };
         let logits = model.forward(batch.x.clone(), mode);
         let natural_logits = logits.clone().detach().inner();
         let loss = soft_cross_entropy(logits, Tensor::from_inner(batch.targets.clone())).mean();
-        LossOutput { loss, natural_logits }
+        LossOutput {
+            loss,
+            natural_logits,
+        }
     }
 }

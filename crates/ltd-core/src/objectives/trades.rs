@@ -29,7 +29,12 @@ pub struct TradesAttack {
 impl TradesAttack {
     /// The paper's CIFAR setting: ε 8/255, 10 steps of 2/255, start noise 0.001.
     pub fn cifar() -> Self {
-        Self { threat: ThreatModel::cifar_linf(), steps: 10, step_size: 2.0 / 255.0, start_noise: 0.001 }
+        Self {
+            threat: ThreatModel::cifar_linf(),
+            steps: 10,
+            step_size: 2.0 / 255.0,
+            start_noise: 0.001,
+        }
     }
 
     /// `x'` maximising `KL(p(x) ‖ p(x'))` within the threat model, in inference mode.
@@ -45,8 +50,11 @@ impl TradesAttack {
         let mut x_adv = x.clone().add(noise.mul_scalar(self.start_noise));
         for _ in 0..self.steps {
             let natural = natural.clone();
-            let (_, _, grad) = victim.loss_and_grad(x_adv.clone(), |logits| kl_divergence(natural, logits));
-            x_adv = self.threat.project(x_adv.add(grad.sign().mul_scalar(self.step_size)), x.clone());
+            let (_, _, grad) =
+                victim.loss_and_grad(x_adv.clone(), |logits| kl_divergence(natural, logits));
+            x_adv = self
+                .threat
+                .project(x_adv.add(grad.sign().mul_scalar(self.step_size)), x.clone());
         }
         x_adv
     }
@@ -68,7 +76,12 @@ pub struct Trades<B: AutodiffBackend> {
 impl<B: AutodiffBackend> Trades<B> {
     /// TRADES with β = 6 and the paper's CIFAR attack.
     pub fn cifar() -> Self {
-        Self { beta: 6.0, attack: TradesAttack::cifar(), labels: Labels::OneHot, bn_order: BnOrder::NatAdv }
+        Self {
+            beta: 6.0,
+            attack: TradesAttack::cifar(),
+            labels: Labels::OneHot,
+            bn_order: BnOrder::NatAdv,
+        }
     }
 }
 
@@ -81,9 +94,16 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
-        let targets = self.labels.targets(x_inner.clone(), y_inner, model.num_classes());
+        let targets = self
+            .labels
+            .targets(x_inner.clone(), y_inner, model.num_classes());
         let x_adv = Tensor::from_inner(self.attack.generate::<B, M>(model, x_inner, rng));
-        Ok(Prepared { x, y, targets, x_adv: Some(x_adv) })
+        Ok(Prepared {
+            x,
+            y,
+            targets,
+            x_adv: Some(x_adv),
+        })
     }
 
     fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
@@ -91,12 +111,18 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
         let (natural, adversarial) = if update_bn {
             self.bn_order.forward_pair(model, batch.x.clone(), x_adv)
         } else {
-            (model.forward(batch.x.clone(), Mode::TrainFrozen), model.forward(x_adv, Mode::TrainFrozen))
+            (
+                model.forward(batch.x.clone(), Mode::TrainFrozen),
+                model.forward(x_adv, Mode::TrainFrozen),
+            )
         };
         let natural_logits = natural.clone().detach().inner();
         let loss = soft_cross_entropy(natural.clone(), Tensor::from_inner(batch.targets.clone()))
             .add(kl_divergence(natural, adversarial).mul_scalar(self.beta))
             .mean();
-        LossOutput { loss, natural_logits }
+        LossOutput {
+            loss,
+            natural_logits,
+        }
     }
 }

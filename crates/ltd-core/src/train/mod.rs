@@ -1,7 +1,11 @@
 //! The training loop: batches from a loader, an [`Objective`], SGD with a learning-rate schedule.
 
+mod checkpoint;
+mod fit;
 mod optim;
 
+pub use checkpoint::{Checkpoint, CheckpointMeta};
+pub use fit::{fit, EpochLog, FitConfig, FitIo, FitOutcome};
 pub use optim::{PiecewiseLr, SgdSettings};
 
 use std::time::Instant;
@@ -15,28 +19,88 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::losses::correct;
-use crate::objectives::Objective;
+use crate::objectives::{Awp, Objective};
 use crate::tensors::batch_tensors;
 use crate::{LtdError, Result};
 
-/// What one epoch did.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Running statistics of an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct EpochStats {
-    /// Mean training loss over the epoch's samples.
+    /// Mean training loss over the epoch's samples so far.
     pub loss: f64,
-    /// Accuracy of the natural logits during training (training mode, augmented images).
+    /// Accuracy of the natural logits during training.
     pub train_accuracy: f64,
     /// Samples seen.
     pub samples: usize,
+    /// Batches done.
+    pub batches: usize,
     /// Learning rate used.
     pub lr: f64,
     /// Wall time.
     pub seconds: f64,
 }
 
+impl EpochStats {
+    fn add(&mut self, loss: f64, correct: usize, n: usize) {
+        let total = self.samples + n;
+        self.loss = (self.loss * self.samples as f64 + loss * n as f64) / total as f64;
+        self.train_accuracy =
+            (self.train_accuracy * self.samples as f64 + correct as f64) / total as f64;
+        self.samples = total;
+        self.batches += 1;
+    }
+}
+
+/// One optimisation step of `objective` on a batch at learning rate `lr`, with AWP when given:
+/// prepare (inference mode), perturb the weights, loss and gradients, optimizer step, remove the
+/// perturbation. Returns the model, the loss and the number of correct natural predictions. A
+/// non-finite loss is an error and the model is returned untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<B, M, O, Opt>(
+    model: M,
+    optimizer: &mut Opt,
+    objective: &O,
+    awp: Option<&Awp>,
+    batch: &Batch,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> Result<(M, f64, usize)>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Objective<B, M>,
+    Opt: Optimizer<M, B>,
+{
+    let (x, y) = batch_tensors::<B>(batch, device);
+    let prepared = objective.prepare(&model, x, y.clone(), rng)?;
+    let perturbation = awp.map(|a| (a.gamma, a.perturbation(&model, objective, &prepared)));
+    let model = match &perturbation {
+        Some((gamma, p)) => p.apply(model, *gamma),
+        None => model,
+    };
+    let out = objective.loss(&model, &prepared, true);
+    let loss = out.loss.clone().into_scalar().elem::<f64>();
+    if !loss.is_finite() {
+        return Err(LtdError::NonFiniteLoss { step: 0, loss });
+    }
+    let hits = correct(out.natural_logits, y.inner())
+        .int()
+        .sum()
+        .into_scalar()
+        .elem::<i64>();
+    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    let model = optimizer.step(lr, model, grads);
+    let model = match &perturbation {
+        Some((gamma, p)) => p.apply(model, -gamma),
+        None => model,
+    };
+    Ok((model, loss, hits as usize))
+}
+
 /// Runs one epoch of `objective` over `batches` at learning rate `lr`; `on_batch` sees the
 /// running statistics after each step (for progress bars). A non-finite loss stops the epoch
-/// with an error before the optimizer applies it.
+/// with an error.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch<B, M, O, Opt>(
     mut model: M,
@@ -56,38 +120,22 @@ where
 {
     let start = Instant::now();
     let mut stats = EpochStats {
-        loss: 0.0,
-        train_accuracy: 0.0,
-        samples: 0,
         lr,
-        seconds: 0.0,
+        ..Default::default()
     };
-    let (mut loss_sum, mut correct_sum) = (0.0, 0usize);
     for batch in batches {
-        let n = batch.len();
-        let (x, y) = batch_tensors::<B>(&batch, device);
-        let prepared = objective.prepare(&model, x, y.clone(), rng)?;
-        let out = objective.loss(&model, &prepared, true);
-        let loss_value = out.loss.clone().into_scalar().elem::<f64>();
-        if !loss_value.is_finite() {
-            return Err(LtdError::NonFiniteLoss {
-                step: stats.samples / n.max(1),
-                loss: loss_value,
-            });
-        }
-        let hits = correct(out.natural_logits, y.inner())
-            .int()
-            .sum()
-            .into_scalar()
-            .elem::<i64>();
-        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        model = optimizer.step(lr, model, grads);
-
-        loss_sum += loss_value * n as f64;
-        correct_sum += hits as usize;
-        stats.samples += n;
-        stats.loss = loss_sum / stats.samples as f64;
-        stats.train_accuracy = correct_sum as f64 / stats.samples as f64;
+        let (trained, loss, hits) = train_step(
+            model, optimizer, objective, None, &batch, lr, rng, device,
+        )
+        .map_err(|e| match e {
+            LtdError::NonFiniteLoss { loss, .. } => LtdError::NonFiniteLoss {
+                step: stats.batches,
+                loss,
+            },
+            other => other,
+        })?;
+        model = trained;
+        stats.add(loss, hits, batch.len());
         stats.seconds = start.elapsed().as_secs_f64();
         on_batch(&stats);
     }

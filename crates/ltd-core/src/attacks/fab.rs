@@ -1,0 +1,603 @@
+//! FAB-T, the targeted Fast Adaptive Boundary attack (Croce & Hein 2020) as AutoAttack runs it:
+//! linearise `f = z_t − z_y` at the current point, project both the current point and the clean
+//! image onto that hyperplane ∩ [0, 1], step to a mix of the two biased towards the clean image,
+//! and keep the smallest adversarial perturbation found. It searches for the *minimal*
+//! perturbation, so ε only decides success at the end.
+//!
+//! Follows the reference (`fab_base.py`, `fab_projections.py`, `fab_pt.py` of
+//! `fra31/auto-attack`). The gradient of each step runs on the backend; the projections are
+//! per-image sorts and binary searches, done on the host.
+
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::apgd::{bools, floats, Progress};
+use super::{Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
+use crate::losses::correct;
+use crate::{LtdError, Result};
+
+/// FAB-T: towards each of the highest-scoring other classes in turn, on the images no earlier
+/// target has broken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FabTargeted {
+    /// Threat model: the norm FAB minimises, and ε for success and the random starts.
+    pub threat: ThreatModel,
+    /// Iterations per target and restart (reference: 100).
+    pub iterations: usize,
+    /// Restarts per target; the first starts at the clean image, later ones at a random point
+    /// at distance ε/2 (AutoAttack 'standard': 1).
+    pub restarts: usize,
+    /// Targets: the 2nd … (n+1)-th highest clean logits (reference: 9; fewer with fewer classes).
+    pub target_classes: usize,
+    /// Largest weight α of the clean image's projection in a step (reference: 0.1).
+    pub alpha_max: f64,
+    /// Overshoot η of each projection step, so steps land past the boundary (reference: 1.05).
+    pub eta: f64,
+    /// Backward step β towards the clean image after each adversarial point (reference: 0.9).
+    pub beta: f64,
+}
+
+impl FabTargeted {
+    /// The AutoAttack 'standard' configuration: 100 iterations, 1 restart, 9 targets,
+    /// α_max = 0.1, η = 1.05, β = 0.9.
+    pub fn new(threat: ThreatModel) -> Self {
+        Self {
+            threat,
+            iterations: 100,
+            restarts: 1,
+            target_classes: 9,
+            alpha_max: 0.1,
+            eta: 1.05,
+            beta: 0.9,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.threat.validate()?;
+        let bad =
+            |what: &str, value: f64| LtdError::InvalidConfig(format!("FAB-T: {what}, got {value}"));
+        if !(0.0..=1.0).contains(&self.alpha_max) {
+            return Err(bad("α_max must lie in [0, 1]", self.alpha_max));
+        }
+        if !(self.eta.is_finite() && self.eta > 0.0) {
+            return Err(bad("η must be finite and > 0", self.eta));
+        }
+        if !(0.0..=1.0).contains(&self.beta) {
+            return Err(bad("β must lie in [0, 1]", self.beta));
+        }
+        Ok(())
+    }
+}
+
+impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
+    fn name(&self) -> String {
+        "fab-t".into()
+    }
+
+    fn perturb(
+        &self,
+        model: &M,
+        x: Tensor<Inner<B>, 4>,
+        y: Tensor<Inner<B>, 1, Int>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor<Inner<B>, 4>> {
+        self.validate()?;
+        let victim = Victim::<B, M>::new(model);
+        let classes = victim.num_classes();
+        if classes < 2 {
+            return Err(LtdError::InvalidInput(format!(
+                "FAB-T needs at least 2 classes; the model has {classes}"
+            )));
+        }
+        let eps = self.threat.eps as f32;
+        let mut state = Progress::new(&victim, x, y);
+        for rank in 1..=self.target_classes.min(classes - 1) {
+            for restart in 0..self.restarts {
+                state.attack_remaining(|x, y| {
+                    // The target is the (rank+1)-th highest clean logit of each remaining image;
+                    // the reference re-reads the clean prediction here and attacks only the
+                    // images it still classifies correctly.
+                    let clean = victim.logits(x.clone());
+                    let targets = clean
+                        .clone()
+                        .argsort_descending(1)
+                        .narrow(1, rank, 1)
+                        .squeeze_dim::<1>(1);
+                    let attackable = bools(correct(clean, y.clone()));
+                    let found = self.single_run(
+                        &victim,
+                        x.clone(),
+                        &y,
+                        targets,
+                        &attackable,
+                        restart > 0,
+                        rng,
+                    );
+                    // Broken iff misclassified within ε; the rest come back clean.
+                    let still_correct = bools(correct(victim.logits(found.clone()), y));
+                    let distances = floats(self.threat.distances(found.clone(), x));
+                    let fooled = still_correct
+                        .iter()
+                        .zip(&distances)
+                        .map(|(&c, &d)| !c && d <= eps)
+                        .collect();
+                    (found, fooled)
+                });
+            }
+        }
+        Ok(state.adversarial)
+    }
+}
+
+impl FabTargeted {
+    /// One FAB run towards `targets` on every image of `x`: the smallest adversarial point found
+    /// for each attackable image (any distance), the clean image for the others.
+    #[allow(clippy::too_many_arguments)]
+    fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
+        &self,
+        victim: &Victim<B, M>,
+        x: Tensor<Inner<B>, 4>,
+        y: &Tensor<Inner<B>, 1, Int>,
+        targets: Tensor<Inner<B>, 1, Int>,
+        attackable: &[bool],
+        random_start: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> Tensor<Inner<B>, 4> {
+        let dims = x.dims();
+        let device = x.device();
+        let n = dims[0];
+        let dim = dims[1] * dims[2] * dims[3];
+        let norm = self.threat.norm;
+        let (eta, beta, alpha_max) = (self.eta as f32, self.beta as f32, self.alpha_max as f32);
+        let upload = |v: &[f32]| -> Tensor<Inner<B>, 4> {
+            Tensor::from_data(TensorData::new(v.to_vec(), dims), &device)
+        };
+
+        let x0 = host(x.clone());
+        let mut x1 = if random_start {
+            self.random_start(x, &x0, rng)
+        } else {
+            x0.clone()
+        };
+        let mut adv = x0.clone();
+        // Smallest adversarial norm so far; 1e10 = none yet.
+        let mut best = vec![1e10f32; n];
+        let labels = Tensor::<B, 1, Int>::from_inner(y.clone()).unsqueeze_dim::<2>(1);
+        let targets = Tensor::<B, 1, Int>::from_inner(targets).unsqueeze_dim::<2>(1);
+
+        for _ in 0..self.iterations {
+            // f = z_t − z_y and its gradient at x1 (the reference's targeted linearisation).
+            let (_, f, grad) = victim.loss_and_grad(upload(&x1), |logits| {
+                let z_t = logits.clone().gather(1, targets.clone());
+                let z_y = logits.gather(1, labels.clone());
+                z_t.sub(z_y).squeeze_dim::<1>(1)
+            });
+            let f = floats(f);
+            let w = host(grad);
+            // The linearisation f(x1) + ⟨w, z − x1⟩ = 0 is the hyperplane ⟨w, z⟩ = b.
+            let b: Vec<f32> = (0..n)
+                .map(|i| {
+                    let rows = i * dim..(i + 1) * dim;
+                    dot(&w[rows.clone()], &x1[rows]) - f[i]
+                })
+                .collect();
+            // Project x1 (rows 0..n) and x0 (rows n..2n) onto the same hyperplanes ∩ box.
+            let points = [x1.as_slice(), x0.as_slice()].concat();
+            let planes = [w.as_slice(), w.as_slice()].concat();
+            let offsets = [b.as_slice(), b.as_slice()].concat();
+            let d = project_rows(norm, &points, &planes, &offsets, dim);
+            let (d1, d2) = d.split_at(n * dim);
+            for i in 0..n {
+                let rows = i * dim..(i + 1) * dim;
+                let a1 = norm_of(norm, &d1[rows.clone()]).max(1e-8);
+                let a2 = norm_of(norm, &d2[rows.clone()]).max(1e-8);
+                let alpha = (a1 / (a1 + a2)).max(0.0).min(alpha_max);
+                for k in rows {
+                    let towards_x1 = (x1[k] + eta * d1[k]) * (1.0 - alpha);
+                    let towards_x0 = (x0[k] + d2[k] * eta) * alpha;
+                    x1[k] = (towards_x1 + towards_x0).clamp(0.0, 1.0);
+                }
+            }
+
+            let still_correct = bools(correct(victim.logits(upload(&x1)), y.clone()));
+            for i in (0..n).filter(|&i| !still_correct[i]) {
+                let rows = i * dim..(i + 1) * dim;
+                let delta: Vec<f32> = rows.clone().map(|k| x1[k] - x0[k]).collect();
+                let size = norm_of(norm, &delta);
+                if size < best[i] {
+                    adv[rows.clone()].copy_from_slice(&x1[rows.clone()]);
+                    best[i] = size;
+                }
+                // Pull back towards the clean image, to look for a smaller perturbation.
+                for (k, delta) in rows.zip(delta) {
+                    x1[k] = x0[k] + delta * beta;
+                }
+            }
+        }
+
+        for i in (0..n).filter(|&i| !attackable[i]) {
+            let rows = i * dim..(i + 1) * dim;
+            adv[rows.clone()].copy_from_slice(&x0[rows]);
+        }
+        upload(&adv)
+    }
+
+    /// The reference's random start: `x + (ε/2)·t/‖t‖`, t uniform in [−1, 1] (L∞) or standard
+    /// normal (L2), clipped to [0, 1].
+    fn random_start<Bk: Backend>(
+        &self,
+        x: Tensor<Bk, 4>,
+        x0: &[f32],
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<f32> {
+        let dims = x.dims();
+        let device = x.device();
+        let dim = dims[1] * dims[2] * dims[3];
+        let t = host(match self.threat.norm {
+            Norm::Linf => crate::random::uniform::<Bk, 4>(rng, dims, -1.0, 1.0, &device),
+            Norm::L2 => crate::random::normal::<Bk, 4>(rng, dims, &device),
+        });
+        let eps = self.threat.eps as f32;
+        let mut x1 = vec![0.0; x0.len()];
+        for i in 0..dims[0] {
+            let rows = i * dim..(i + 1) * dim;
+            let size = norm_of(self.threat.norm, &t[rows.clone()]);
+            for k in rows {
+                x1[k] = (x0[k] + eps * t[k] / size * 0.5).clamp(0.0, 1.0);
+            }
+        }
+        x1
+    }
+}
+
+/// A tensor's values, row-major.
+fn host<Bk: Backend>(t: Tensor<Bk, 4>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .unwrap_or_default()
+}
+
+/// `⟨a, b⟩`, accumulated in f64.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum::<f64>() as f32
+}
+
+/// `‖v‖∞` or `‖v‖₂`.
+fn norm_of(norm: Norm, v: &[f32]) -> f32 {
+    match norm {
+        Norm::Linf => v.iter().fold(0.0f32, |m, &x| m.max(x.abs())),
+        Norm::L2 => (v.iter().map(|&x| x as f64 * x as f64).sum::<f64>()).sqrt() as f32,
+    }
+}
+
+/// Projects each row of `points` onto its hyperplane `⟨w, z⟩ = b` intersected with [0, 1]^dim,
+/// in the given norm, returning the steps `d` (row-major, like `points`). Rows are independent,
+/// so large batches are split across threads without changing any number.
+fn project_rows(norm: Norm, points: &[f32], w: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
+    let rows = b.len();
+    let mut d = vec![0.0f32; points.len()];
+    if rows == 0 || dim == 0 {
+        return d;
+    }
+    let project = |row: usize, out: &mut [f32]| {
+        let range = row * dim..(row + 1) * dim;
+        match norm {
+            Norm::Linf => projection_linf(&points[range.clone()], &w[range], b[row], out),
+            Norm::L2 => projection_l2(&points[range.clone()], &w[range], b[row], out),
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(rows);
+    if threads <= 1 || rows * dim < 1 << 15 {
+        for (row, out) in d.chunks_mut(dim).enumerate() {
+            project(row, out);
+        }
+    } else {
+        let per_thread = rows.div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (chunk, outs) in d.chunks_mut(per_thread * dim).enumerate() {
+                let project = &project;
+                scope.spawn(move || {
+                    for (j, out) in outs.chunks_mut(dim).enumerate() {
+                        project(chunk * per_thread + j, out);
+                    }
+                });
+            }
+        });
+    }
+    d
+}
+
+/// Indices sorting `values` ascending (stable).
+fn argsort(values: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&i, &j| values[i].total_cmp(&values[j]));
+    order
+}
+
+/// Running sums accumulated in f64, stored in f32.
+fn cumsum(values: impl Iterator<Item = f32>) -> Vec<f32> {
+    let mut acc = 0.0f64;
+    values
+        .map(|v| {
+            acc += v as f64;
+            acc as f32
+        })
+        .collect()
+}
+
+/// Binary search of the reference: ⌈log₂ dim⌉ halvings of [0, dim − 1], moving the lower end
+/// wherever `above(k)` holds.
+fn binary_search(dim: usize, above: impl Fn(usize) -> bool) -> usize {
+    let (mut lb, mut ub) = (0usize, dim - 1);
+    let steps = (dim as f64).log2().ceil() as usize;
+    for _ in 0..steps {
+        let k = (lb + ub) / 2;
+        if above(k) {
+            lb = k;
+        } else {
+            ub = k;
+        }
+    }
+    lb
+}
+
+/// Minimal-L∞ step `d` from `t` onto `{z : ⟨w, z⟩ = b} ∩ [0, 1]^n` (the reference's
+/// `projection_linf`, one row). With the sign of `w` chosen so the step must decrease `⟨w, ·⟩`,
+/// moving every coordinate by λ towards its box face decreases it by a piecewise-linear amount:
+/// coordinates are sorted by their distance `p` to that face, and a binary search over the
+/// sorted order finds the piece where the optimal λ lies. When the hyperplane is out of the
+/// box's reach, `d` goes to the box corner that comes closest.
+fn projection_linf(t: &[f32], w_in: &[f32], b_in: f32, d: &mut [f32]) {
+    let dim = t.len();
+    let wt = dot(w_in, t);
+    let sign = if wt - b_in >= 0.0 { 1.0f32 } else { -1.0 };
+    let w: Vec<f32> = w_in.iter().map(|&w| w * sign).collect();
+    let b = b_in * sign;
+
+    // a: the face each coordinate moves towards (1 where w < 0); d: the full move to it.
+    let a: Vec<f32> = w.iter().map(|&w| (w < 0.0) as u8 as f32).collect();
+    for k in 0..dim {
+        d[k] = (a[k] - t[k]) * (w[k] != 0.0) as u8 as f32;
+    }
+    let p: Vec<f32> = (0..dim).map(|k| a[k] - t[k] * (2.0 * a[k] - 1.0)).collect();
+    let indp = argsort(&p);
+
+    // Needed change of ⟨w, ·⟩ (≤ 0), and the change of the full move to the corner.
+    let b = b - wt * sign;
+    let b0 = dot(&w, d);
+
+    // In descending order of p: s = Σ|w|, sb = b0 + Σ|w|·p over the coordinates capped at λ.
+    let s = cumsum(indp.iter().rev().map(|&k| w[k].abs()));
+    let sb: Vec<f32> = cumsum(indp.iter().rev().map(|&k| -w[k] * d[k]))
+        .into_iter()
+        .map(|v| v + b0)
+        .collect();
+
+    let last = dim - 1;
+    let b2 = sb[last] - s[last] * p[indp[0]];
+    let all_capped = b - b2 > 0.0;
+    let reachable = b - b0 > 0.0 && !all_capped;
+
+    if all_capped {
+        let lambda = ((b - sb[last]) / -s[last]).max(0.0);
+        for k in 0..dim {
+            d[k] = (2.0 * a[k] - 1.0) * lambda;
+        }
+    } else if reachable {
+        let lb = binary_search(dim, |k| {
+            let current = indp[dim - 1 - k];
+            b - (sb[k] - s[k] * p[current]) > 0.0
+        });
+        let lambda = ((b - sb[lb]) / -s[lb]).max(0.0);
+        for k in 0..dim {
+            d[k] = lambda.min(d[k]) * a[k] + (-lambda).max(d[k]) * (1.0 - a[k]);
+        }
+    }
+    for k in 0..dim {
+        d[k] *= (w[k] != 0.0) as u8 as f32;
+    }
+}
+
+/// Minimal-L2 step `d` from `t` onto `{z : ⟨w, z⟩ = b} ∩ [0, 1]^n` (the reference's
+/// `projection_l2`, one row): the step is `−μw` clipped to the box; coordinates hit their face at
+/// `r = μ`, sorted, and a binary search over the sorted order finds μ. Out of reach, `d` goes to
+/// the box corner.
+fn projection_l2(t: &[f32], w_in: &[f32], b: f32, d: &mut [f32]) {
+    let dim = t.len();
+    let c = dot(w_in, t) - b;
+    let sign = if c >= 0.0 { 1.0f32 } else { -1.0 };
+    let w: Vec<f32> = w_in.iter().map(|&w| w * sign).collect();
+    let c = c * sign;
+
+    // r: the μ at which each coordinate reaches its face (1e12 for w ≈ 0).
+    let r: Vec<f32> = (0..dim)
+        .map(|k| {
+            let r = (t[k] / w[k]).max((t[k] - 1.0) / w[k]).clamp(-1e12, 1e12);
+            if w[k].abs() < 1e-8 || r == -1e12 {
+                1e12
+            } else {
+                r
+            }
+        })
+        .collect();
+    let indr = argsort(&r);
+    let mut rs: Vec<f32> = indr.iter().map(|&k| r[k]).collect();
+    let mut rs2: Vec<f32> = rs[1..].iter().copied().chain([0.0]).collect();
+    for v in rs.iter_mut().chain(rs2.iter_mut()) {
+        if *v == 1e12 {
+            *v = 0.0;
+        }
+    }
+
+    let w3s: Vec<f32> = indr.iter().map(|&k| w[k] * w[k]).collect();
+    let w5 = w.iter().map(|&w| w as f64 * w as f64).sum::<f64>() as f32;
+    let ws: Vec<f32> = cumsum(w3s.iter().copied())
+        .into_iter()
+        .map(|v| w5 - v)
+        .collect();
+    for k in 0..dim {
+        d[k] = -(r[k] * w[k]) * (w[k].abs() > 1e-8) as u8 as f32;
+    }
+    let s0 = -w5 * rs[0];
+    let s: Vec<f32> = std::iter::once(s0)
+        .chain(
+            cumsum((0..dim).map(|k| (-rs2[k] + rs[k]) * ws[k]))
+                .into_iter()
+                .map(|v| v + s0),
+        )
+        .collect();
+
+    let unclipped = s[0] + c < 0.0;
+    let unreachable = dot(d, &w) + c > 0.0;
+    if unclipped {
+        let alpha = c / w5;
+        for k in 0..dim {
+            d[k] = -alpha * w[k];
+        }
+    } else if !unreachable {
+        let lb = binary_search(dim, |k| s[k] + c > 0.0);
+        let alpha = if ws[lb] == 0.0 {
+            0.0
+        } else {
+            (s[lb] + c) / ws[lb] + rs[lb]
+        };
+        for k in 0..dim {
+            if alpha <= r[k] {
+                d[k] = -alpha * w[k];
+            }
+        }
+    }
+    for k in 0..dim {
+        d[k] *= (w[k].abs() > 1e-8) as u8 as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Random rows: pixels partly on the box faces, weights partly zero, hyperplanes at offsets
+    /// from easy to out of reach.
+    fn cases() -> Vec<(Vec<f32>, Vec<f32>, f32)> {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let dim = 37;
+        (0..400)
+            .map(|case| {
+                let t: Vec<f32> = (0..dim)
+                    .map(|_| match rng.random_range(0..6) {
+                        0 => 0.0,
+                        1 => 1.0,
+                        _ => rng.random_range(0.0..1.0),
+                    })
+                    .collect();
+                let w: Vec<f32> = (0..dim)
+                    .map(|_| {
+                        if rng.random_range(0..5) == 0 {
+                            0.0
+                        } else {
+                            rng.random_range(-1.0..1.0)
+                        }
+                    })
+                    .collect();
+                let scale = [0.01, 0.3, 1.0, 3.0, 10.0, 30.0][case % 6];
+                let b = dot(&w, &t) + scale * rng.random_range(-1.0f32..1.0);
+                (t, w, b)
+            })
+            .collect()
+    }
+
+    /// The optimum by bisection on the KKT form: `d(λ) = clip(step(λ), box)` with
+    /// `step = −λ·sign(w)` (L∞) or `−λ·w` (L2), λ ≥ 0 chosen so `⟨w, t + d⟩ = b`; `None` when the
+    /// hyperplane is out of the box's reach.
+    fn bisection(norm: Norm, t: &[f32], w: &[f32], b: f32) -> Option<Vec<f64>> {
+        let c = dot(w, t) as f64 - b as f64;
+        let sign = if c >= 0.0 { 1.0 } else { -1.0 };
+        let step = |lambda: f64| -> Vec<f64> {
+            t.iter()
+                .zip(w)
+                .map(|(&t, &w)| {
+                    let w = w as f64 * sign;
+                    let raw = match norm {
+                        Norm::Linf => -lambda * w.signum() * (w != 0.0) as u8 as f64,
+                        Norm::L2 => -lambda * w,
+                    };
+                    raw.clamp(-(t as f64), 1.0 - t as f64)
+                })
+                .collect()
+        };
+        let change =
+            |d: &[f64]| -> f64 { d.iter().zip(w).map(|(d, &w)| d * w as f64 * sign).sum() };
+        let target = -c * sign;
+        if change(&step(1e9)) > target + 1e-9 {
+            return None;
+        }
+        let (mut lo, mut hi) = (0.0f64, 1e9f64);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if change(&step(mid)) > target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(step(hi))
+    }
+
+    fn check(norm: Norm, project: fn(&[f32], &[f32], f32, &mut [f32])) {
+        let (mut reached, mut unreached) = (0, 0);
+        for (t, w, b) in cases() {
+            let mut d = vec![0.0; t.len()];
+            project(&t, &w, b, &mut d);
+            for (&t, &d) in t.iter().zip(&d) {
+                assert!((-1e-6..=1.0 + 1e-6).contains(&(t + d)), "left the box");
+            }
+            match bisection(norm, &t, &w, b) {
+                Some(expected) => {
+                    reached += 1;
+                    let got = norm_of(norm, &d) as f64;
+                    let want = norm_of(
+                        norm,
+                        &expected.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    ) as f64;
+                    assert!((got - want).abs() <= 1e-4 * (1.0 + want), "{got} vs {want}");
+                    let residual = dot(&w, &t) as f64 + dot(&w, &d) as f64 - b as f64;
+                    assert!(residual.abs() < 1e-3, "off the hyperplane by {residual}");
+                }
+                None => {
+                    unreached += 1;
+                    // Out of reach: the box corner that comes closest.
+                    for ((&t, &w), &d) in t.iter().zip(&w).zip(&d) {
+                        if w != 0.0 {
+                            let z = t + d;
+                            assert!(z.abs() < 1e-6 || (z - 1.0).abs() < 1e-6, "not a corner");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            reached > 100 && unreached > 20,
+            "{reached} reached, {unreached} not"
+        );
+    }
+
+    #[test]
+    fn linf_projection_is_the_minimal_step_onto_hyperplane_and_box() {
+        check(Norm::Linf, projection_linf);
+    }
+
+    #[test]
+    fn l2_projection_is_the_minimal_step_onto_hyperplane_and_box() {
+        check(Norm::L2, projection_l2);
+    }
+}
