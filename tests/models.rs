@@ -195,3 +195,13 @@ fn train_forward_on_autodiff_updates_statistics() {
     let _ = model.forward(x, Mode::Train);
     assert_ne!(running_stats(&model.valid()), before);
 }
+
+#[test]
+fn a_fresh_model_and_its_clone_hold_the_same_weights() {
+    // Burn initialises parameters lazily, per clone; the constructors materialise them.
+    let model = Arch::WRN_10_1
+        .init::<B>(10, None, &Default::default())
+        .unwrap();
+    let copy = model.clone();
+    assert_eq!(running_stats(&model), running_stats(&copy));
+}

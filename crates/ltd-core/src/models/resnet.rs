@@ -82,7 +82,7 @@ impl ResNetConfig {
         let mut layers = layers.into_iter();
         let mut fc = LinearConfig::new(512 * expansion, self.num_classes).init(device);
         fc.bias = fc.bias.map(|b| b.map(|t| t.zeros_like()));
-        ResNet {
+        super::materialize(ResNet {
             conv1: conv([3, 64], 7, 2, 3, device),
             bn1: BatchNorm::new(64, device),
             layer1: layers.next().unwrap_or_default(),
@@ -91,7 +91,7 @@ impl ResNetConfig {
             layer4: layers.next().unwrap_or_default(),
             fc,
             normalization: self.normalization.clone(),
-        }
+        })
     }
 }
 

@@ -55,7 +55,7 @@ impl WideResNetConfig {
         let w = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen];
         let mut fc = LinearConfig::new(w[3], self.num_classes).init(device);
         fc.bias = fc.bias.map(|b| b.map(|t| t.zeros_like()));
-        WideResNet {
+        super::materialize(WideResNet {
             conv1: conv([3, w[0]], 3, 1, 1, device),
             block1: NetworkBlock::new(n, w[0], w[1], 1, device),
             block2: NetworkBlock::new(n, w[1], w[2], 2, device),
@@ -63,7 +63,7 @@ impl WideResNetConfig {
             bn1: BatchNorm::new(w[3], device),
             fc,
             normalization: self.normalization.clone(),
-        }
+        })
     }
 }
 
