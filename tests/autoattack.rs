@@ -265,3 +265,74 @@ fn a_state_file_from_another_evaluation_is_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = problem();
+    let mut quiet = |_: &str, _: usize, _: usize| {};
+    let options = RunOptions {
+        state_path: None,
+        resume: false,
+        keep_adversarial: true,
+        on_progress: &mut quiet,
+    };
+    let (report, whole) =
+        autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options).unwrap();
+    let broken = (0..60)
+        .filter(|&i| report.clean_mask[i] && !report.robust_mask[i])
+        .count();
+    assert_eq!(whole.len(), broken);
+
+    // Interrupted and resumed: the adversarial log beside the state restores the earlier finds.
+    let state = dir.path().join("eval.state");
+    let mut calls = 0;
+    let mut interrupt = |_: &str, _: usize, _: usize| {
+        calls += 1;
+        if calls == 7 {
+            panic!("simulated interruption");
+        }
+    };
+    let options = RunOptions {
+        state_path: Some(state.clone()),
+        resume: false,
+        keep_adversarial: true,
+        on_progress: &mut interrupt,
+    };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options)
+    }));
+    let mut quiet = |_: &str, _: usize, _: usize| {};
+    let options = RunOptions {
+        state_path: Some(state),
+        resume: true,
+        keep_adversarial: true,
+        on_progress: &mut quiet,
+    };
+    let (_, resumed) =
+        autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options).unwrap();
+    assert_eq!(resumed, whole);
+
+    let path = dir.path().join("adv.safetensors");
+    autoattack::save_adversarial(&path, &whole, [3, 32, 32]).unwrap();
+    use burn_store::{ModuleStore, SafetensorsStore};
+    let mut store = SafetensorsStore::from_file(&path);
+    let images = store
+        .get_snapshot("images")
+        .unwrap()
+        .unwrap()
+        .to_data()
+        .unwrap();
+    assert_eq!(images.shape.to_vec(), vec![broken, 3, 32, 32]);
+    let indices = store
+        .get_snapshot("indices")
+        .unwrap()
+        .unwrap()
+        .to_data()
+        .unwrap();
+    let indices: Vec<i64> = indices.convert::<i64>().to_vec().unwrap();
+    assert_eq!(
+        indices,
+        whole.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>()
+    );
+}
