@@ -100,6 +100,29 @@ fn evaluate(
         .0
 }
 
+/// Starts a run with a state file and kills it (a panic) after `after` progress calls; whether
+/// it was interrupted.
+fn run_interrupted(state: &std::path::Path, after: usize) -> bool {
+    let (model, data) = problem();
+    let mut calls = 0;
+    let mut interrupt = |_: &str, _: usize, _: usize| {
+        calls += 1;
+        if calls == after {
+            panic!("simulated interruption");
+        }
+    };
+    let options = RunOptions {
+        state_path: Some(state.to_path_buf()),
+        resume: false,
+        keep_adversarial: true,
+        on_progress: &mut interrupt,
+    };
+    catch_unwind(AssertUnwindSafe(|| {
+        autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options)
+    }))
+    .is_err()
+}
+
 /// Reports without their timings, which legitimately differ between runs.
 fn untimed(mut r: AutoAttackReport) -> AutoAttackReport {
     r.clean_seconds = 0.0;
@@ -207,24 +230,11 @@ fn resume_after_an_interruption_gives_the_uninterrupted_report() {
     let state = dir.path().join("eval.state");
     let whole = evaluate(0..60, None, false);
 
-    let (model, data) = problem();
-    let mut calls = 0;
-    let mut interrupt = |_: &str, _: usize, _: usize| {
-        calls += 1;
-        if calls == 6 {
-            panic!("simulated interruption");
-        }
-    };
-    let options = RunOptions {
-        state_path: Some(state.clone()),
-        resume: false,
-        keep_adversarial: true,
-        on_progress: &mut interrupt,
-    };
-    let crashed = catch_unwind(AssertUnwindSafe(|| {
-        autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options)
-    }));
-    assert!(crashed.is_err() && state.exists());
+    assert!(
+        run_interrupted(&state, 6),
+        "the run should have been interrupted"
+    );
+    assert!(state.exists());
 
     let resumed = evaluate(0..60, Some(state.clone()), true);
     assert_eq!(untimed(resumed), untimed(whole));
@@ -286,22 +296,7 @@ fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
 
     // Interrupted and resumed: the adversarial log beside the state restores the earlier finds.
     let state = dir.path().join("eval.state");
-    let mut calls = 0;
-    let mut interrupt = |_: &str, _: usize, _: usize| {
-        calls += 1;
-        if calls == 7 {
-            panic!("simulated interruption");
-        }
-    };
-    let options = RunOptions {
-        state_path: Some(state.clone()),
-        resume: false,
-        keep_adversarial: true,
-        on_progress: &mut interrupt,
-    };
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options)
-    }));
+    assert!(run_interrupted(&state, 7));
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
         state_path: Some(state),
