@@ -12,7 +12,9 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use common::*;
 use ltd::core::losses::{kl_divergence, soft_cross_entropy};
 use ltd::core::models::{Arch, BatchNorm, Classifier, Mode, Network};
-use ltd::core::objectives::{Awp, BnOrder, Labels, Madry, Natural, Objective, Trades};
+use ltd::core::objectives::{
+    Awp, BnOrder, Labels, Madry, Natural, Objective, TeacherLogits, Trades,
+};
 use ltd::core::train::{fit, Checkpoint, FitConfig, FitIo, FitOutcome, PiecewiseLr, SgdSettings};
 use ltd::data::SyntheticConfig;
 use rand::SeedableRng;
@@ -38,7 +40,8 @@ fn ltd_soft_labels_are_uniform_at_infinite_and_the_teacher_at_unit_temperature()
                 teacher: teacher.clone(),
                 tau,
             }
-            .targets(x.clone(), y.clone(), 3),
+            .targets(x.clone(), y.clone(), &[0, 1], 3)
+            .unwrap(),
         )
     };
     let teacher_probs = values(burn::tensor::activation::softmax(logits, 1));
@@ -52,7 +55,11 @@ fn ltd_soft_labels_are_uniform_at_infinite_and_the_teacher_at_unit_temperature()
         sharp[0] > teacher_probs[0] && sharp[3] > teacher_probs[3],
         "low τ sharpens the top class"
     );
-    let smooth = values(Labels::<B>::Smoothing(0.3).targets(x, y, 3));
+    let smooth = values(
+        Labels::<B>::Smoothing(0.3)
+            .targets(x, y, &[0, 1], 3)
+            .unwrap(),
+    );
     assert!((smooth[0] - 0.8).abs() < 1e-6 && (smooth[1] - 0.1).abs() < 1e-6);
 }
 
@@ -140,7 +147,7 @@ fn awp_perturbs_each_weight_by_gamma_of_its_norm_and_only_weights_and_is_removed
     let x = Tensor::<AD, 4>::random([4, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device());
     let y = Tensor::<AD, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3], [4]), &device());
     let batch = objective
-        .prepare(&model, x, y, &mut ChaCha8Rng::seed_from_u64(0))
+        .prepare(&model, x, y, &[0, 1, 2, 3], &mut ChaCha8Rng::seed_from_u64(0))
         .unwrap();
     let awp = Awp::trades();
     let perturbation = awp.perturbation(&model, &objective, &batch);
@@ -380,4 +387,99 @@ fn a_checkpoint_from_another_run_is_refused_with_a_clear_error() {
         ltd::core::weights::load(model, dir.path().join("ckpt/model.mpk"), &device()).unwrap_err();
     assert!(error.to_string().contains("model.mpk"), "{error}");
     let _ = Natural::<AD>::default();
+}
+
+#[test]
+fn precomputed_teacher_logits_round_trip_and_give_the_on_the_fly_soft_labels() {
+    let data = SyntheticConfig {
+        train: 12,
+        test: 4,
+        ..Default::default()
+    }
+    .generate()
+    .unwrap();
+    let teacher = Arch::WRN_10_1.init::<B>(10, None, &device()).unwrap();
+    let logits = TeacherLogits::compute(&teacher, &data.train, 5, &device()).unwrap();
+    assert_eq!((logits.len(), logits.classes()), (12, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("teacher_logits.safetensors");
+    logits.save(&path).unwrap();
+    let loaded = Arc::new(TeacherLogits::load(&path).unwrap());
+    assert_eq!(*loaded, logits);
+
+    // Unaugmented images 7, 2, 9: the file's soft labels equal the teacher's on the fly.
+    let indices = [7, 2, 9];
+    let batch = data.train.batch(&indices).unwrap();
+    let (x, y) = ltd::core::tensors::batch_tensors::<B>(&batch, &device());
+    let on_the_fly = {
+        let teacher = teacher.clone();
+        let f: ltd::core::objectives::TeacherFn<B> =
+            Arc::new(move |x| teacher.forward(x, Mode::Eval));
+        Labels::Teacher { teacher: f, tau: 5.0 }
+            .targets(x.clone(), y.clone(), &indices, 10)
+            .unwrap()
+    };
+    let precomputed = Labels::Precomputed {
+        logits: loaded.clone(),
+        tau: 5.0,
+    };
+    let from_file = precomputed.targets(x.clone(), y.clone(), &indices, 10).unwrap();
+    assert!(max_abs_diff(on_the_fly, from_file) < 1e-6);
+
+    let error = precomputed.targets(x, y, &[3, 12, 0], 10).unwrap_err();
+    assert!(error.to_string().contains("hold 12 images"), "{error}");
+    let error = TeacherLogits::load(fixture("wrn10_1.safetensors")).unwrap_err();
+    assert!(error.to_string().contains("teacher-logits"), "{error}");
+}
+
+#[test]
+fn defensive_distillation_divides_the_students_logits_by_its_temperature() {
+    let features = 3 * 2 * 2;
+    let weight: Vec<f32> = (0..4 * features).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+    let model = LinearClassifier::<AD>::new(weight, vec![0.5, 0.0, -0.5, 1.0], features);
+    let teacher_logits = Tensor::<B, 2>::from_data(
+        TensorData::new(vec![3.0f32, 0.0, -1.0, 1.0, 0.0, 2.0, 1.0, -2.0], [2, 4]),
+        &device(),
+    );
+    let fixed = teacher_logits.clone();
+    let teacher: ltd::core::objectives::TeacherFn<B> = Arc::new(move |_| fixed.clone());
+    let x = Tensor::<AD, 4>::random([2, 3, 2, 2], Distribution::Uniform(0.0, 1.0), &device());
+    let y = Tensor::<AD, 1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &device());
+    let t = 20.0;
+    let rng = ChaCha8Rng::seed_from_u64(0);
+    let loss_of = |objective: &Natural<AD>| {
+        let batch = objective
+            .prepare(&model, x.clone(), y.clone(), &[0, 1], &mut rng.clone())
+            .unwrap();
+        values(objective.loss(&model, &batch, true).loss.inner())[0]
+    };
+    let student = loss_of(&Natural::distillation_student(teacher, t));
+    let z = values(model.forward(x.clone(), Mode::Eval).inner());
+    let q = values(burn::tensor::activation::softmax(teacher_logits.div_scalar(t), 1));
+    let expected: f32 = (0..2)
+        .map(|r| {
+            let row: Vec<f32> = (0..4).map(|k| z[r * 4 + k] / t as f32).collect();
+            let max = row.iter().cloned().fold(f32::MIN, f32::max);
+            let log_sum = max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+            -(0..4).map(|k| q[r * 4 + k] * (row[k] - log_sum)).sum::<f32>()
+        })
+        .sum::<f32>()
+        / 2.0;
+    assert!((student - expected).abs() < 1e-5, "{student} vs {expected}");
+    // The distillation teacher is one-hot CE at temperature T; T = 1 is ordinary training.
+    let hard_t = loss_of(&Natural::distillation_teacher(t));
+    let plain = loss_of(&Natural::default());
+    let ce = |scale: f32| -> f32 {
+        [0usize, 2]
+            .iter()
+            .enumerate()
+            .map(|(r, &label)| {
+                let row: Vec<f32> = (0..4).map(|k| z[r * 4 + k] / scale).collect();
+                let max = row.iter().cloned().fold(f32::MIN, f32::max);
+                max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() - row[label]
+            })
+            .sum::<f32>()
+            / 2.0
+    };
+    assert!((hard_t - ce(t as f32)).abs() < 1e-5 && (plain - ce(1.0)).abs() < 1e-5);
 }

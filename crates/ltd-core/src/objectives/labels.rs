@@ -7,6 +7,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use super::TeacherLogits;
 use crate::losses::tempered_softmax;
 
 /// Teacher logits for a batch (inference mode, no gradient), e.g. a closure over a trained model.
@@ -26,6 +27,13 @@ pub enum Labels<B: Backend> {
         /// Temperature τ (paper: 5 on CIFAR-10).
         tau: f64,
     },
+    /// LTD from a [`TeacherLogits`] file: `softmax(logits[i] / τ)` for each image index `i`.
+    Precomputed {
+        /// The teacher's logits on the training set.
+        logits: Arc<TeacherLogits>,
+        /// Temperature τ.
+        tau: f64,
+    },
 }
 
 impl<B: Backend> std::fmt::Debug for Labels<B> {
@@ -34,14 +42,24 @@ impl<B: Backend> std::fmt::Debug for Labels<B> {
             Labels::OneHot => write!(f, "OneHot"),
             Labels::Smoothing(a) => write!(f, "Smoothing({a})"),
             Labels::Teacher { tau, .. } => write!(f, "Teacher {{ tau: {tau} }}"),
+            Labels::Precomputed { logits, tau } => {
+                write!(f, "Precomputed {{ images: {}, tau: {tau} }}", logits.len())
+            }
         }
     }
 }
 
 impl<B: Backend> Labels<B> {
-    /// Target distributions `[N, classes]` for images `x` with labels `y`.
-    pub fn targets(&self, x: Tensor<B, 4>, y: Tensor<B, 1, Int>, classes: usize) -> Tensor<B, 2> {
-        match self {
+    /// Target distributions `[N, classes]` for images `x` with labels `y`, which are the
+    /// training set's images `indices` (only [`Labels::Precomputed`] needs those).
+    pub fn targets(
+        &self,
+        x: Tensor<B, 4>,
+        y: Tensor<B, 1, Int>,
+        indices: &[usize],
+        classes: usize,
+    ) -> crate::Result<Tensor<B, 2>> {
+        Ok(match self {
             Labels::OneHot => y.one_hot::<2>(classes).float(),
             Labels::Smoothing(alpha) => y
                 .one_hot::<2>(classes)
@@ -49,6 +67,9 @@ impl<B: Backend> Labels<B> {
                 .mul_scalar(1.0 - alpha)
                 .add_scalar(alpha / classes as f64),
             Labels::Teacher { teacher, tau } => tempered_softmax(teacher(x), *tau),
-        }
+            Labels::Precomputed { logits, tau } => {
+                tempered_softmax(logits.rows(indices, &x.device())?, *tau)
+            }
+        })
     }
 }

@@ -35,12 +35,13 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
         model: &M,
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
+        indices: &[usize],
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
         let targets = self
             .labels
-            .targets(x_inner.clone(), y_inner.clone(), model.num_classes());
+            .targets(x_inner.clone(), y_inner.clone(), indices, model.num_classes())?;
         let x_adv = self.attack.perturb(model, x_inner, y_inner, rng)?;
         Ok(Prepared {
             x,

@@ -9,6 +9,7 @@ mod bn_order;
 mod labels;
 mod madry;
 mod natural;
+mod teacher_logits;
 mod trades;
 
 pub use awp::{Awp, WeightPerturbation};
@@ -16,6 +17,7 @@ pub use bn_order::BnOrder;
 pub use labels::{Labels, TeacherFn};
 pub use madry::Madry;
 pub use natural::Natural;
+pub use teacher_logits::TeacherLogits;
 pub use trades::{Trades, TradesAttack};
 
 use burn::tensor::backend::AutodiffBackend;
@@ -48,11 +50,13 @@ pub struct LossOutput<B: AutodiffBackend> {
 /// A training loss over model `M`.
 pub trait Objective<B: AutodiffBackend, M> {
     /// Inference-mode work for a batch: targets and adversarial examples (seeded by `rng`).
+    /// `indices` are the images' positions in the training set (for precomputed soft labels).
     fn prepare(
         &self,
         model: &M,
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
+        indices: &[usize],
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>>;
 

@@ -91,12 +91,13 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
         model: &M,
         x: Tensor<B, 4>,
         y: Tensor<B, 1, Int>,
+        indices: &[usize],
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
         let targets = self
             .labels
-            .targets(x_inner.clone(), y_inner, model.num_classes());
+            .targets(x_inner.clone(), y_inner, indices, model.num_classes())?;
         let x_adv = Tensor::from_inner(self.attack.generate::<B, M>(model, x_inner, rng));
         Ok(Prepared {
             x,

@@ -73,7 +73,7 @@ where
     Opt: Optimizer<M, B>,
 {
     let (x, y) = batch_tensors::<B>(batch, device);
-    let prepared = objective.prepare(&model, x, y.clone(), rng)?;
+    let prepared = objective.prepare(&model, x, y.clone(), &batch.indices, rng)?;
     let perturbation = awp.map(|a| (a.gamma, a.perturbation(&model, objective, &prepared)));
     let model = match &perturbation {
         Some((gamma, p)) => p.apply(model, *gamma),

@@ -1,0 +1,120 @@
+//! A teacher's logits on a training set, computed once and kept in a file, so that LTD students
+//! (and a temperature search over many τ) skip the teacher forward. The logits — not the soft
+//! labels — are stored, so one file serves every temperature.
+//!
+//! They are the teacher's view of the *unaugmented* images; the paper's on-the-fly labels see the
+//! same crop and flip as the student. With crop + flip the two differ slightly; use
+//! [`Labels::Teacher`](super::Labels::Teacher) to follow the paper exactly.
+
+use std::path::Path;
+
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use ltd_data::{Dataset, EvalBatches};
+
+use crate::fs::write_atomic;
+use crate::models::{Classifier, Mode};
+use crate::tensors::batch_tensors;
+use crate::{LtdError, Result};
+
+/// Logits `[N, classes]`, row `i` for image `i` of the training set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TeacherLogits {
+    classes: usize,
+    values: Vec<f32>,
+}
+
+impl TeacherLogits {
+    /// Runs `teacher` in inference mode over `data` (use the inner backend: no graph is built).
+    pub fn compute<B: Backend, M: Classifier<B>>(
+        teacher: &M,
+        data: &Dataset,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut values = Vec::with_capacity(data.len() * teacher.num_classes());
+        for batch in EvalBatches::new(data, batch_size)? {
+            let (x, _) = batch_tensors::<B>(&batch, device);
+            let logits = teacher.forward(x, Mode::Eval).into_data();
+            values.extend(logits.iter::<f32>());
+        }
+        Ok(Self {
+            classes: teacher.num_classes(),
+            values,
+        })
+    }
+
+    /// Rows (images) held.
+    pub fn len(&self) -> usize {
+        self.values.len() / self.classes
+    }
+
+    /// Whether no rows are held.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Classes per row.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// The rows of `indices` as a `[indices.len(), classes]` tensor.
+    pub fn rows<B: Backend>(&self, indices: &[usize], device: &B::Device) -> Result<Tensor<B, 2>> {
+        let mut rows = Vec::with_capacity(indices.len() * self.classes);
+        for &i in indices {
+            let row = self
+                .values
+                .get(i * self.classes..(i + 1) * self.classes)
+                .ok_or_else(|| {
+                    LtdError::InvalidInput(format!(
+                        "the teacher logits hold {} images but image {i} was asked for; \
+                         were they computed on this training set?",
+                        self.len()
+                    ))
+                })?;
+            rows.extend_from_slice(row);
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(rows, [indices.len(), self.classes]),
+            device,
+        ))
+    }
+
+    /// Writes the logits as safetensors (`logits`, f32 `[N, classes]`), atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let invalid = |e: safetensors::SafeTensorError| LtdError::InvalidInput(e.to_string());
+        let view = TensorView::new(Dtype::F32, vec![self.len(), self.classes], &bytes)
+            .map_err(invalid)?;
+        let file = safetensors::serialize(vec![("logits", view)], None).map_err(invalid)?;
+        write_atomic(path.as_ref(), &file)
+    }
+
+    /// Reads a file written by [`save`](Self::save).
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
+        let bad = |reason: String| LtdError::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let view = file
+            .tensor("logits")
+            .map_err(|_| bad("no `logits` tensor: not a teacher-logits file".into()))?;
+        match (view.dtype(), view.shape()) {
+            (safetensors::Dtype::F32, &[_, classes]) if classes > 0 => Ok(Self {
+                classes,
+                values: view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            }),
+            (dtype, shape) => Err(bad(format!(
+                "`logits` is {dtype:?} {shape:?}; expected F32 [images, classes]"
+            ))),
+        }
+    }
+}
