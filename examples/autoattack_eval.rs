@@ -10,18 +10,18 @@
 //! Long runs: `--resume` continues from the state file written after every batch;
 //! `--shard K/N` evaluates one slice; `--merge a.json b.json … --report all.json` joins shards.
 
+mod common;
+
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use ltd::backend::{self, Train};
 use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::autoattack::{
     self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
 };
 use ltd::core::models::{Arch, Normalization};
-use ltd::core::weights;
 use ltd::data::{load_cifar_auto, Split, SyntheticConfig};
 
 #[derive(Parser)]
@@ -156,11 +156,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .checkpoint
         .as_ref()
         .context("--checkpoint is required")?;
-    let model = if checkpoint.extension().is_some_and(|e| e == "mpk") {
-        weights::load(model, checkpoint, &device)?
-    } else {
-        weights::import(model, checkpoint)?
-    };
+    let model = common::load_weights(model, checkpoint, &device)?;
 
     println!(
         "{} on images {}..{} ({}), {} ε = {}, backend {}",
@@ -175,24 +171,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.eps,
         backend::NAME
     );
-    let state_path = state_path(&args.report);
-    let mut bar: Option<(String, ProgressBar)> = None;
-    let mut on_progress = |stage: &str, done: usize, total: usize| {
-        if bar.as_ref().is_none_or(|(name, _)| name != stage) {
-            if let Some((_, b)) = bar.take() {
-                b.finish();
-            }
-            let b = ProgressBar::new(total as u64).with_style(
-                ProgressStyle::with_template("{prefix:>9} {bar:30} {pos}/{len} batches {elapsed}")
-                    .unwrap(),
-            );
-            b.set_prefix(stage.to_string());
-            bar = Some((stage.to_string(), b));
-        }
-        if let Some((_, b)) = &bar {
-            b.set_position(done as u64);
-        }
-    };
+    let state_path = common::state_path(&args.report);
+    let mut on_progress = common::attack_progress("");
     let options = RunOptions {
         state_path: Some(state_path.clone()),
         resume: args.resume,
@@ -219,19 +199,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn state_path(report: &std::path::Path) -> PathBuf {
-    let mut name = report
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".state");
-    report.with_file_name(name)
-}
-
 fn finish(args: &Args, report: &AutoAttackReport) -> anyhow::Result<()> {
     println!("\n{}", report.markdown());
-    let json = serde_json::to_vec_pretty(report)?;
-    ltd::core::fs::write_atomic(&args.report, &json)?;
+    common::write_report(report, &args.report)?;
     println!("report written to {}", args.report.display());
     Ok(())
 }

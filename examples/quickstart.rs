@@ -1,44 +1,72 @@
-//! The quick start: generate the embedded synthetic CIFAR-format data, train a tiny WideResNet
-//! naturally on the CPU, and report its clean accuracy.
+//! The quick start, the whole paper in miniature on the embedded synthetic CIFAR-format data:
+//! a tiny teacher trained naturally, then a TRADES student and a TRADES+LTD student (τ = 5) on
+//! the same budget, both evaluated with AutoAttack 'standard' (the reference's parameters), and
+//! one table. A few minutes on two CPU cores.
 //!
 //! ```text
 //! cargo run --release --example quickstart
 //! ```
+//!
+//! The budget is tiny (a few thousand images, one student epoch, a 5-step inner attack), so the
+//! numbers show the pipeline working, not the paper's result; `cifar10_ltd` runs the real recipe.
 
+mod common;
+
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use burn::module::AutodiffModule;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
+use common::{evaluate, load_data, say, teacher_labels, Model, Stage};
 use ltd::backend::{self, Train};
+use ltd::core::attacks::ThreatModel;
 use ltd::core::eval::accuracy;
+use ltd::core::eval::autoattack::{AutoAttackConfig, AutoAttackReport};
 use ltd::core::models::Arch;
-use ltd::core::objectives::Natural;
-use ltd::core::train::{train_epoch, PiecewiseLr, SgdSettings};
-use ltd::data::{Loader, LoaderConfig, SyntheticConfig};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use ltd::core::objectives::{BnOrder, Labels, Natural, Trades, TradesAttack};
+use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
 
 #[derive(Parser)]
-#[command(about = "Train a tiny WideResNet on the embedded synthetic data and report accuracy")]
+#[command(about = "Teacher, TRADES and TRADES+LTD students, AutoAttack: the paper in miniature")]
 struct Args {
-    /// Architecture (wrn-DEPTH-WIDTH).
+    /// Output folder (replaced unless --resume).
+    #[arg(long, default_value = "runs/quickstart")]
+    out: PathBuf,
+    /// Continue an interrupted run in --out.
+    #[arg(long)]
+    resume: bool,
+    /// Architecture of teacher and students (wrn-DEPTH-WIDTH).
     #[arg(long, default_value = "wrn-10-1")]
     arch: String,
-    /// Training epochs.
-    #[arg(long, default_value_t = 5)]
-    epochs: usize,
+    /// Synthetic training images.
+    #[arg(long, default_value_t = 2000)]
+    train_size: usize,
+    /// Teacher epochs.
+    #[arg(long, default_value_t = 3)]
+    teacher_epochs: usize,
+    /// Epochs of each student.
+    #[arg(long, default_value_t = 1)]
+    student_epochs: usize,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Initial learning rate (÷10 after 2/3 and 5/6 of the epochs).
+    /// Initial learning rate.
     #[arg(long, default_value_t = 0.05)]
     lr: f64,
-    /// Synthetic training images.
-    #[arg(long, default_value_t = 3000)]
-    train_size: usize,
-    /// Seed for data, initialisation order and augmentation.
+    /// LTD temperature.
+    #[arg(long, default_value_t = 5.0)]
+    tau: f64,
+    /// Weight λ of the KL term.
+    #[arg(long = "lambda", default_value_t = 6.0)]
+    lambda: f64,
+    /// Steps of the students' inner attack (the paper: 10).
+    #[arg(long, default_value_t = 5)]
+    attack_steps: usize,
+    /// AutoAttack on the first N test images.
+    #[arg(long, default_value_t = 100)]
+    n_ex: usize,
+    /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Device (`default`, `cpu`, `cuda:N`, …).
@@ -54,76 +82,180 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let start = Instant::now();
     let device = backend::device(&args.device)?;
     let arch: Arch = args.arch.parse()?;
-    let data = SyntheticConfig {
-        train: args.train_size,
-        seed: args.seed,
-        ..Default::default()
+    let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
+    if !args.resume && args.out.exists() {
+        std::fs::remove_dir_all(&args.out)
+            .with_context(|| format!("clearing {}", args.out.display()))?;
     }
-    .generate()
-    .context("generating the synthetic data")?;
     println!(
-        "backend {}, {arch}, {} train / {} test synthetic images, {} epochs",
+        "quickstart: {arch}, {} train / {} test synthetic images, backend {}, output {}",
+        train.len(),
+        test.len(),
         backend::NAME,
-        data.train.len(),
-        data.test.len(),
-        args.epochs
+        args.out.display()
     );
-
-    <Train as burn::tensor::backend::Backend>::seed(&device, args.seed);
-    let mut model = arch.init::<Train>(data.train.num_classes(), None, &device)?;
-    let loader = Loader::new(
-        data.train.clone(),
-        LoaderConfig {
-            batch_size: args.batch_size,
-            seed: args.seed,
-            ..Default::default()
-        },
-    )?;
-    let mut optimizer = SgdSettings::default().init();
-    let schedule = PiecewiseLr {
-        base: args.lr,
-        ..PiecewiseLr::cifar(args.epochs)
+    let stage = |name: &'static str| Stage {
+        name,
+        dir: args.out.join(name),
+        resume: args.resume,
+        resume_hint: "cargo run --release --example quickstart -- --resume".into(),
     };
-    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
-    let start = Instant::now();
-    for epoch in 0..args.epochs {
-        let bar = ProgressBar::new(loader.batches_per_epoch() as u64).with_style(
-            ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} {msg}")?,
-        );
-        bar.set_prefix(format!("{}/{}", epoch + 1, args.epochs));
-        let lr = schedule.lr(epoch);
-        let (trained, stats) = train_epoch(
-            model,
-            &mut optimizer,
-            &Natural::default(),
-            loader.epoch(epoch as u64),
-            lr,
-            &mut rng,
-            &device,
-            |s| {
-                bar.inc(1);
-                bar.set_message(format!("loss {:.3} acc {:.3}", s.loss, s.train_accuracy));
+    let config = |epochs: usize, label: &str| FitConfig {
+        epochs,
+        batch_size: args.batch_size,
+        sgd: SgdSettings::default(),
+        schedule: PiecewiseLr {
+            base: args.lr,
+            ..PiecewiseLr::cifar(epochs)
+        },
+        awp: None,
+        seed: args.seed,
+        eval_images: 0,
+        label: format!("quickstart {label} {arch}"),
+    };
+    let natural = |model: &Model| -> anyhow::Result<f64> {
+        Ok(accuracy(&model.valid(), &test, 250, &device)?.fraction())
+    };
+
+    let clock = Instant::now();
+    <Train as burn::tensor::backend::Backend>::seed(&device, args.seed);
+    let teacher = stage("teacher").train(
+        arch.init::<Train>(train.num_classes(), None, &device)?,
+        &Natural::default(),
+        &train,
+        &test,
+        &config(args.teacher_epochs, "teacher"),
+        &device,
+    )?;
+    let teacher_row = Row {
+        name: "teacher (natural)".into(),
+        natural: natural(&teacher)?,
+        report: None,
+        train_seconds: clock.elapsed().as_secs_f64(),
+    };
+    say(format!(
+        "teacher: {:.2}% natural accuracy",
+        100.0 * teacher_row.natural
+    ));
+
+    // The students are independent once the teacher exists: they train and are evaluated side
+    // by side (small batches leave a CPU core idle otherwise). Both start from the same weights
+    // and see the same batches.
+    let students = [
+        ("trades", "TRADES".to_string(), Labels::OneHot),
+        (
+            "ltd",
+            format!("TRADES+LTD (τ = {})", args.tau),
+            teacher_labels(&teacher, args.tau),
+        ),
+    ]
+    .map(|(dir, name, labels)| {
+        <Train as burn::tensor::backend::Backend>::seed(&device, args.seed + 1);
+        let model = arch.init::<Train>(train.num_classes(), None, &device);
+        (dir, name, labels, model)
+    });
+    let student = |(dir, name, labels, model): (&'static str, String, Labels<_>, _)| {
+        let clock = Instant::now();
+        let objective = Trades::<Train> {
+            beta: args.lambda,
+            attack: TradesAttack {
+                steps: args.attack_steps,
+                ..TradesAttack::cifar()
             },
+            labels,
+            bn_order: BnOrder::NatAdv,
+        };
+        let student = stage(dir).train(
+            model?,
+            &objective,
+            &train,
+            &test,
+            &config(args.student_epochs, dir),
+            &device,
         )?;
-        model = trained;
-        bar.finish();
-        let test = accuracy(&model.valid(), &data.test, 500, &device)?;
-        println!(
-            "epoch {:>2}: loss {:.4}, train acc {:.4}, test acc {:.4}, lr {lr}, {:.1}s",
-            epoch + 1,
-            stats.loss,
-            stats.train_accuracy,
-            test.fraction(),
-            stats.seconds
-        );
-    }
-    let test = accuracy(&model.valid(), &data.test, 500, &device)?;
+        let train_seconds = clock.elapsed().as_secs_f64();
+        say(format!(
+            "{name}: AutoAttack on the first {} test images",
+            args.n_ex
+        ));
+        let report = evaluate(
+            &format!("{dir} "),
+            &student,
+            &test,
+            &AutoAttackConfig {
+                seed: args.seed,
+                ..AutoAttackConfig::standard(ThreatModel::cifar_linf())
+            },
+            None,
+            args.n_ex,
+            &args.out.join(dir).join("report.json"),
+            args.resume,
+        )?;
+        anyhow::Ok(Row {
+            name,
+            natural: natural(&student)?,
+            report: Some(report),
+            train_seconds,
+        })
+    };
+    let mut rows = vec![teacher_row];
+    std::thread::scope(|scope| -> anyhow::Result<()> {
+        let handles: Vec<_> = students
+            .into_iter()
+            .map(|s| scope.spawn(|| student(s)))
+            .collect();
+        for handle in handles {
+            rows.push(handle.join().expect("a student thread panicked")?);
+        }
+        Ok(())
+    })?;
+    println!("\n{}", table(&rows, test.len(), args.n_ex.min(test.len())));
     println!(
-        "\n| model | clean accuracy | training time |\n|---|---|---|\n| {arch} (natural) | {:.2}% | {:.1}s |",
-        100.0 * test.fraction(),
-        start.elapsed().as_secs_f64()
+        "total {:.0} s; reports and weights in {}",
+        start.elapsed().as_secs_f64(),
+        args.out.display()
     );
     Ok(())
+}
+
+/// One line of the table.
+struct Row {
+    name: String,
+    natural: f64,
+    report: Option<AutoAttackReport>,
+    train_seconds: f64,
+}
+
+/// The Markdown table: natural accuracy on the whole test set; clean and per-stage robust
+/// accuracy of AutoAttack on its first images.
+fn table(rows: &[Row], test: usize, n_ex: usize) -> String {
+    let mut out = format!(
+        "| model | natural ({test} images) | clean ({n_ex} images) | APGD-CE | APGD-T | FAB-T | Square = AutoAttack | training | AutoAttack time |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
+    );
+    let pct = |f: f64| format!("{:.1}%", 100.0 * f);
+    for row in rows {
+        let (clean, stages, seconds) = match &row.report {
+            Some(r) => (
+                pct(r.clean_accuracy),
+                r.stages.iter().map(|s| pct(s.robust_accuracy)).collect(),
+                format!(
+                    "{:.0} s",
+                    r.clean_seconds + r.stages.iter().map(|s| s.seconds).sum::<f64>()
+                ),
+            ),
+            None => ("—".into(), vec!["—".to_string(); 4], "—".into()),
+        };
+        out.push_str(&format!(
+            "| {} | {} | {clean} | {} | {:.0} s | {seconds} |\n",
+            row.name,
+            pct(row.natural),
+            stages.join(" | "),
+            row.train_seconds
+        ));
+    }
+    out
 }

@@ -147,7 +147,13 @@ fn awp_perturbs_each_weight_by_gamma_of_its_norm_and_only_weights_and_is_removed
     let x = Tensor::<AD, 4>::random([4, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &device());
     let y = Tensor::<AD, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3], [4]), &device());
     let batch = objective
-        .prepare(&model, x, y, &[0, 1, 2, 3], &mut ChaCha8Rng::seed_from_u64(0))
+        .prepare(
+            &model,
+            x,
+            y,
+            &[0, 1, 2, 3],
+            &mut ChaCha8Rng::seed_from_u64(0),
+        )
         .unwrap();
     let awp = Awp::trades();
     let perturbation = awp.perturbation(&model, &objective, &batch);
@@ -415,15 +421,20 @@ fn precomputed_teacher_logits_round_trip_and_give_the_on_the_fly_soft_labels() {
         let teacher = teacher.clone();
         let f: ltd::core::objectives::TeacherFn<B> =
             Arc::new(move |x| teacher.forward(x, Mode::Eval));
-        Labels::Teacher { teacher: f, tau: 5.0 }
-            .targets(x.clone(), y.clone(), &indices, 10)
-            .unwrap()
+        Labels::Teacher {
+            teacher: f,
+            tau: 5.0,
+        }
+        .targets(x.clone(), y.clone(), &indices, 10)
+        .unwrap()
     };
     let precomputed = Labels::Precomputed {
         logits: loaded.clone(),
         tau: 5.0,
     };
-    let from_file = precomputed.targets(x.clone(), y.clone(), &indices, 10).unwrap();
+    let from_file = precomputed
+        .targets(x.clone(), y.clone(), &indices, 10)
+        .unwrap();
     assert!(max_abs_diff(on_the_fly, from_file) < 1e-6);
 
     let error = precomputed.targets(x, y, &[3, 12, 0], 10).unwrap_err();
@@ -435,7 +446,9 @@ fn precomputed_teacher_logits_round_trip_and_give_the_on_the_fly_soft_labels() {
 #[test]
 fn defensive_distillation_divides_the_students_logits_by_its_temperature() {
     let features = 3 * 2 * 2;
-    let weight: Vec<f32> = (0..4 * features).map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0).collect();
+    let weight: Vec<f32> = (0..4 * features)
+        .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0)
+        .collect();
     let model = LinearClassifier::<AD>::new(weight, vec![0.5, 0.0, -0.5, 1.0], features);
     let teacher_logits = Tensor::<B, 2>::from_data(
         TensorData::new(vec![3.0f32, 0.0, -1.0, 1.0, 0.0, 2.0, 1.0, -2.0], [2, 4]),
@@ -455,13 +468,18 @@ fn defensive_distillation_divides_the_students_logits_by_its_temperature() {
     };
     let student = loss_of(&Natural::distillation_student(teacher, t));
     let z = values(model.forward(x.clone(), Mode::Eval).inner());
-    let q = values(burn::tensor::activation::softmax(teacher_logits.div_scalar(t), 1));
+    let q = values(burn::tensor::activation::softmax(
+        teacher_logits.div_scalar(t),
+        1,
+    ));
     let expected: f32 = (0..2)
         .map(|r| {
             let row: Vec<f32> = (0..4).map(|k| z[r * 4 + k] / t as f32).collect();
             let max = row.iter().cloned().fold(f32::MIN, f32::max);
             let log_sum = max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
-            -(0..4).map(|k| q[r * 4 + k] * (row[k] - log_sum)).sum::<f32>()
+            -(0..4)
+                .map(|k| q[r * 4 + k] * (row[k] - log_sum))
+                .sum::<f32>()
         })
         .sum::<f32>()
         / 2.0;

@@ -39,9 +39,12 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
-        let targets = self
-            .labels
-            .targets(x_inner.clone(), y_inner.clone(), indices, model.num_classes())?;
+        let targets = self.labels.targets(
+            x_inner.clone(),
+            y_inner.clone(),
+            indices,
+            model.num_classes(),
+        )?;
         let x_adv = self.attack.perturb(model, x_inner, y_inner, rng)?;
         Ok(Prepared {
             x,

@@ -85,8 +85,8 @@ impl TeacherLogits {
         use safetensors::tensor::{Dtype, TensorView};
         let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let invalid = |e: safetensors::SafeTensorError| LtdError::InvalidInput(e.to_string());
-        let view = TensorView::new(Dtype::F32, vec![self.len(), self.classes], &bytes)
-            .map_err(invalid)?;
+        let view =
+            TensorView::new(Dtype::F32, vec![self.len(), self.classes], &bytes).map_err(invalid)?;
         let file = safetensors::serialize(vec![("logits", view)], None).map_err(invalid)?;
         write_atomic(path.as_ref(), &file)
     }

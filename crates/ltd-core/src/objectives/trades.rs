@@ -95,9 +95,9 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
         rng: &mut ChaCha8Rng,
     ) -> crate::Result<Prepared<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
-        let targets = self
-            .labels
-            .targets(x_inner.clone(), y_inner, indices, model.num_classes())?;
+        let targets =
+            self.labels
+                .targets(x_inner.clone(), y_inner, indices, model.num_classes())?;
         let x_adv = Tensor::from_inner(self.attack.generate::<B, M>(model, x_inner, rng));
         Ok(Prepared {
             x,

@@ -59,11 +59,11 @@ pub struct PiecewiseLr {
 
 impl PiecewiseLr {
     /// The paper's CIFAR schedule scaled to `epochs`: 0.1, ÷10 after 2/3 and 5/6 of training
-    /// (after 80 and 100 of 120).
+    /// (after 80 and 100 of 120); never before the first epoch is done.
     pub fn cifar(epochs: usize) -> Self {
         Self {
             base: 0.1,
-            milestones: vec![epochs * 2 / 3, epochs * 5 / 6],
+            milestones: vec![(epochs * 2 / 3).max(1), (epochs * 5 / 6).max(1)],
             factor: 0.1,
         }
     }

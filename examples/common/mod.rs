@@ -1,0 +1,301 @@
+//! What the example programs share: picking the data, one training stage (progress bar, log,
+//! checkpoints, Ctrl-C, `--resume`), and the AutoAttack stage with a progress bar per attack.
+#![allow(dead_code)] // each example uses its own part
+
+pub mod recipe;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{bail, Context};
+use burn::module::AutodiffModule;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use ltd::backend::{Device, Train};
+use ltd::core::attacks::Attack;
+use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunOptions};
+use ltd::core::models::Network;
+use ltd::core::objectives::{Labels, Objective, TeacherFn};
+use ltd::core::train::{fit, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
+use ltd::core::{weights, Mode};
+use ltd::data::{load_cifar_auto, CifarKind, Dataset, Split, SyntheticConfig};
+
+/// The model type every example trains.
+pub type Model = Network<Train>;
+
+/// Set by the first Ctrl-C: training checkpoints after the current batch and the program exits;
+/// a second Ctrl-C quits at once.
+pub fn stop_flag() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if STOP.swap(true, Ordering::SeqCst) {
+                eprintln!("\ninterrupted");
+                std::process::exit(130);
+            }
+            eprintln!("\nstopping after this batch (Ctrl-C again to quit now)");
+        });
+    });
+    &STOP
+}
+
+/// Every progress bar of the program, so stages running side by side each keep a line.
+pub fn bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
+/// Prints a line above the progress bars.
+pub fn say(line: impl AsRef<str>) {
+    bars().suspend(|| println!("{}", line.as_ref()));
+}
+
+/// Exits with status 130 after a requested stop, telling how to continue.
+pub fn exit_stopped(resume_hint: &str) -> ! {
+    eprintln!("stopped; the last checkpoint is kept. Continue with: {resume_hint}");
+    std::process::exit(130);
+}
+
+/// Train and test splits: real CIFAR from `data_dir` (folder or `.tar.gz`) or the embedded
+/// synthetic set. `kind` is what the program expects (`None` accepts either).
+pub fn load_data(
+    data_dir: Option<&Path>,
+    synthetic: bool,
+    synthetic_train: usize,
+    seed: u64,
+    kind: Option<CifarKind>,
+) -> anyhow::Result<(String, Dataset, Dataset)> {
+    if synthetic {
+        let data = SyntheticConfig {
+            train: synthetic_train,
+            seed,
+            ..Default::default()
+        }
+        .generate()
+        .context("generating the synthetic data")?;
+        return Ok(("synthetic".into(), data.train, data.test));
+    }
+    let Some(dir) = data_dir else {
+        bail!("give --data-dir (a CIFAR folder or .tar.gz) or --synthetic");
+    };
+    let (found, train) = load_cifar_auto(dir, Split::Train)?;
+    if let Some(kind) = kind.filter(|k| *k != found) {
+        bail!(
+            "{} holds {found:?} but this program trains on {kind:?}",
+            dir.display()
+        );
+    }
+    let (_, test) = load_cifar_auto(dir, Split::Test)?;
+    Ok((format!("{found:?} at {}", dir.display()), train, test))
+}
+
+/// Loads weights into `model`: Burn's `.mpk` or a `.safetensors`/`.pt` in PyTorch naming.
+pub fn load_weights(model: Model, path: &Path, device: &Device) -> anyhow::Result<Model> {
+    if !path.is_file() {
+        bail!("{} does not exist", path.display());
+    }
+    Ok(if path.extension().is_some_and(|e| e == "mpk") {
+        weights::load(model, path, device)?
+    } else {
+        weights::import(model, path)?
+    })
+}
+
+/// The teacher as a soft-label source for LTD: inference mode, no gradients.
+pub fn teacher_fn(teacher: &Model) -> TeacherFn<ltd::backend::Inner> {
+    let teacher = teacher.valid();
+    std::sync::Arc::new(move |x| {
+        use ltd::core::Classifier;
+        teacher.forward(x, Mode::Eval)
+    })
+}
+
+/// Soft labels from `teacher` at `tau`.
+pub fn teacher_labels(teacher: &Model, tau: f64) -> Labels<ltd::backend::Inner> {
+    Labels::Teacher {
+        teacher: teacher_fn(teacher),
+        tau,
+    }
+}
+
+/// A training stage in folder `dir`: `ckpt/` (resumable checkpoint), `log.jsonl` (one line per
+/// epoch) and, once finished, `model.mpk` and `model.safetensors` (PyTorch names).
+pub struct Stage<'a> {
+    /// Name shown in progress output.
+    pub name: &'a str,
+    /// The stage's folder.
+    pub dir: PathBuf,
+    /// Continue a checkpoint found in `dir`.
+    pub resume: bool,
+    /// How to continue after Ctrl-C (printed).
+    pub resume_hint: String,
+}
+
+impl Stage<'_> {
+    /// The finished model's file.
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join("model.mpk")
+    }
+
+    /// Trains `model` with `objective`, or continues the checkpoint with `--resume`; exits the
+    /// program (status 130) after Ctrl-C, once the checkpoint is written.
+    pub fn train<O: Objective<Train, Model>>(
+        &self,
+        model: Model,
+        objective: &O,
+        train: &Dataset,
+        test: &Dataset,
+        config: &FitConfig,
+        device: &Device,
+    ) -> anyhow::Result<Model> {
+        let checkpoint = Checkpoint::new(self.dir.join("ckpt"));
+        if checkpoint.exists() && !self.resume {
+            bail!(
+                "{} already holds a {} run; pass --resume to continue it, or choose another --out",
+                self.dir.display(),
+                self.name
+            );
+        }
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
+        let style = ProgressStyle::with_template(
+            "{prefix} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
+        )?;
+        let bar = bars().add(ProgressBar::new(0).with_style(style));
+        let mut current = usize::MAX;
+        let mut on_batch = |epoch: usize, stats: &EpochStats, per_epoch: usize| {
+            if epoch != current {
+                current = epoch;
+                bar.reset();
+                bar.set_length(per_epoch as u64);
+                bar.set_prefix(format!(
+                    "{} epoch {}/{}",
+                    self.name,
+                    epoch + 1,
+                    config.epochs
+                ));
+            }
+            bar.set_position(stats.batches as u64);
+            bar.set_message(format!(
+                "loss {:.4} acc {:.3}",
+                stats.loss, stats.train_accuracy
+            ));
+        };
+        let mut on_epoch = |log: &EpochLog| {
+            say(epoch_line(self.name, log, config.epochs));
+        };
+        let io = FitIo {
+            checkpoint: Some(checkpoint),
+            resume: self.resume,
+            log: Some(self.dir.join("log.jsonl")),
+            stop: Some(stop_flag()),
+            on_batch: &mut on_batch,
+            on_epoch: &mut on_epoch,
+        };
+        let (model, outcome) = fit(model, objective, train, test, config, device, io)?;
+        bar.finish_and_clear();
+        if outcome == FitOutcome::Stopped {
+            exit_stopped(&self.resume_hint);
+        }
+        weights::save(&model, self.model_path())?;
+        weights::export_safetensors(&model, self.dir.join("model.safetensors"))?;
+        Ok(model)
+    }
+}
+
+/// One readable line per epoch.
+pub fn epoch_line(name: &str, log: &EpochLog, epochs: usize) -> String {
+    let held_out = match (log.natural_accuracy, log.pgd20_accuracy) {
+        (Some(n), Some(r)) => format!(", held-out natural {n:.4} PGD-20 {r:.4}"),
+        _ => String::new(),
+    };
+    format!(
+        "{name} epoch {:>3}/{epochs}: loss {:.4}, train acc {:.4}{held_out}, lr {}, {:.1}s",
+        log.epoch, log.train.loss, log.train.train_accuracy, log.train.lr, log.train.seconds
+    )
+}
+
+/// A progress callback for [`autoattack::run`]: one bar per attack, counting batches, its
+/// name prefixed by `label`.
+pub fn attack_progress(label: &str) -> impl FnMut(&str, usize, usize) + '_ {
+    let mut bar: Option<(String, ProgressBar)> = None;
+    move |stage: &str, done: usize, total: usize| {
+        if bar.as_ref().is_none_or(|(name, _)| name != stage) {
+            if let Some((_, b)) = bar.take() {
+                b.finish();
+            }
+            let style =
+                ProgressStyle::with_template("{prefix:>12} {bar:30} {pos}/{len} batches {elapsed}")
+                    .expect("valid template");
+            let b = bars().add(ProgressBar::new(total as u64).with_style(style));
+            b.set_prefix(format!("{label}{stage}"));
+            bar = Some((stage.to_string(), b));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_position(done as u64);
+            if done == total {
+                b.finish();
+            }
+        }
+        if stop_flag().load(Ordering::SeqCst) {
+            eprintln!("\nstopped; the evaluation state is kept: rerun with --resume");
+            std::process::exit(130);
+        }
+    }
+}
+
+/// The state file kept beside a report while its evaluation runs.
+pub fn state_path(report: &Path) -> PathBuf {
+    let mut name = report
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".state");
+    report.with_file_name(name)
+}
+
+/// Runs AutoAttack (`attacks`, or the configured list when `None`) on the first `n_ex` test
+/// images, resumable through `<report>.state`; writes the JSON report and returns it. `label`
+/// prefixes the progress bars.
+pub fn evaluate(
+    label: &str,
+    model: &Model,
+    test: &Dataset,
+    config: &AutoAttackConfig,
+    attacks: Option<Vec<Box<dyn Attack<Train, Model>>>>,
+    n_ex: usize,
+    report_path: &Path,
+    resume: bool,
+) -> anyhow::Result<AutoAttackReport> {
+    let state = state_path(report_path);
+    if state.exists() && !resume {
+        bail!(
+            "{} holds an unfinished evaluation; pass --resume to continue it or delete it",
+            state.display()
+        );
+    }
+    let mut progress = attack_progress(label);
+    let options = RunOptions {
+        state_path: Some(state.clone()),
+        resume,
+        keep_adversarial: false,
+        on_progress: &mut progress,
+    };
+    let range = 0..n_ex.min(test.len());
+    let (report, _) = match attacks {
+        Some(attacks) => autoattack::run_attacks(config, &attacks, model, test, range, options)?,
+        None => autoattack::run(config, model, test, range, options)?,
+    };
+    write_report(&report, report_path)?;
+    let _ = std::fs::remove_file(&state);
+    let _ = std::fs::remove_file(state.with_extension("state.adv"));
+    Ok(report)
+}
+
+/// Writes the JSON report (atomically) and a Markdown copy beside it.
+pub fn write_report(report: &AutoAttackReport, path: &Path) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(report)?;
+    ltd::core::fs::write_atomic(path, &json)?;
+    ltd::core::fs::write_atomic(&path.with_extension("md"), report.markdown().as_bytes())?;
+    Ok(())
+}
