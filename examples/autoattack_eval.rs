@@ -194,8 +194,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     finish(&args, &report)?;
-    let _ = std::fs::remove_file(&state_path);
-    let _ = std::fs::remove_file(state_path.with_extension("state.adv"));
+    common::remove_state(&state_path);
     Ok(())
 }
 

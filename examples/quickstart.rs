@@ -43,7 +43,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     train_size: usize,
     /// Teacher epochs.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     teacher_epochs: usize,
     /// Epochs of each student.
     #[arg(long, default_value_t = 1)]

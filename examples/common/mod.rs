@@ -56,8 +56,9 @@ pub fn exit_stopped(resume_hint: &str) -> ! {
     std::process::exit(130);
 }
 
-/// Train and test splits: real CIFAR from `data_dir` (folder or `.tar.gz`) or the embedded
-/// synthetic set. `kind` is what the program expects (`None` accepts either).
+/// A name for the data (`CIFAR-10`, `CIFAR-100`, `synthetic`), then the train and test splits:
+/// real CIFAR from `data_dir` (folder or `.tar.gz`) or the embedded synthetic set. `kind` is
+/// what the program expects (`None` accepts either).
 pub fn load_data(
     data_dir: Option<&Path>,
     synthetic: bool,
@@ -79,14 +80,17 @@ pub fn load_data(
         bail!("give --data-dir (a CIFAR folder or .tar.gz) or --synthetic");
     };
     let (found, train) = load_cifar_auto(dir, Split::Train)?;
+    let name = |k: CifarKind| format!("CIFAR-{}", k.num_classes());
     if let Some(kind) = kind.filter(|k| *k != found) {
         bail!(
-            "{} holds {found:?} but this program trains on {kind:?}",
-            dir.display()
+            "{} holds {} but this program trains on {}",
+            dir.display(),
+            name(found),
+            name(kind)
         );
     }
     let (_, test) = load_cifar_auto(dir, Split::Test)?;
-    Ok((format!("{found:?} at {}", dir.display()), train, test))
+    Ok((name(found), train, test))
 }
 
 /// Loads weights into `model`: Burn's `.mpk` or a `.safetensors`/`.pt` in PyTorch naming.
@@ -210,7 +214,7 @@ pub fn epoch_line(name: &str, log: &EpochLog, epochs: usize) -> String {
         _ => String::new(),
     };
     format!(
-        "{name} epoch {:>3}/{epochs}: loss {:.4}, train acc {:.4}{held_out}, lr {}, {:.1}s",
+        "{name} epoch {:>3}/{epochs}: loss {:.4}, train acc {:.4}{held_out}, lr {:.2e}, {:.1}s",
         log.epoch, log.train.loss, log.train.train_accuracy, log.train.lr, log.train.seconds
     )
 }
@@ -246,12 +250,13 @@ pub fn attack_progress(label: &str) -> impl FnMut(&str, usize, usize) + '_ {
 
 /// The state file kept beside a report while its evaluation runs.
 pub fn state_path(report: &Path) -> PathBuf {
-    let mut name = report
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".state");
-    report.with_file_name(name)
+    ltd::core::fs::with_suffix(report, ".state")
+}
+
+/// Removes a finished evaluation's state file and adversarial log.
+pub fn remove_state(state: &Path) {
+    let _ = std::fs::remove_file(state);
+    let _ = std::fs::remove_file(autoattack::adversarial_log_path(state));
 }
 
 /// Runs AutoAttack (`attacks`, or the configured list when `None`) on the first `n_ex` test
@@ -268,6 +273,13 @@ pub fn evaluate(
     resume: bool,
 ) -> anyhow::Result<AutoAttackReport> {
     let state = state_path(report_path);
+    let range = 0..n_ex.min(test.len());
+    if resume && !state.exists() {
+        if let Some(done) = finished_report(report_path, config, &range) {
+            say(format!("already evaluated: {}", report_path.display()));
+            return Ok(done);
+        }
+    }
     if state.exists() && !resume {
         bail!(
             "{} holds an unfinished evaluation; pass --resume to continue it or delete it",
@@ -281,15 +293,26 @@ pub fn evaluate(
         keep_adversarial: false,
         on_progress: &mut progress,
     };
-    let range = 0..n_ex.min(test.len());
     let (report, _) = match attacks {
         Some(attacks) => autoattack::run_attacks(config, &attacks, model, test, range, options)?,
         None => autoattack::run(config, model, test, range, options)?,
     };
     write_report(&report, report_path)?;
-    let _ = std::fs::remove_file(&state);
-    let _ = std::fs::remove_file(state.with_extension("state.adv"));
+    remove_state(&state);
     Ok(report)
+}
+
+/// The report at `path` if it is a finished evaluation of the same settings and images.
+fn finished_report(
+    path: &Path,
+    config: &AutoAttackConfig,
+    range: &std::ops::Range<usize>,
+) -> Option<AutoAttackReport> {
+    let report: AutoAttackReport = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (report.config == *config
+        && report.first_index == range.start
+        && report.n_examples == range.len())
+    .then_some(report)
 }
 
 /// Writes the JSON report (atomically) and a Markdown copy beside it.

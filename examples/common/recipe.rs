@@ -16,7 +16,7 @@ use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::accuracy;
 use ltd::core::eval::autoattack::AutoAttackConfig;
 use ltd::core::models::Arch;
-use ltd::core::objectives::{Awp, Labels, Natural, TeacherLogits, Trades, TradesAttack};
+use ltd::core::objectives::{Awp, BnOrder, Labels, Natural, TeacherLogits, Trades, TradesAttack};
 use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
 use ltd::data::{CifarKind, Dataset};
 
@@ -33,6 +33,36 @@ pub enum Stages {
     Student,
     /// Stage 3: AutoAttack on the student.
     Eval,
+}
+
+/// Where the student's natural cross-entropy targets come from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LabelChoice {
+    /// LTD: the teacher at τ on the fly.
+    Teacher,
+    /// LTD from the teacher's logits, computed once.
+    Precomputed,
+    /// Plain TRADES.
+    OneHot,
+    /// Label smoothing with this α.
+    Smoothing(f64),
+}
+
+impl std::str::FromStr for LabelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "teacher" => Ok(Self::Teacher),
+            "precomputed" => Ok(Self::Precomputed),
+            "one-hot" => Ok(Self::OneHot),
+            _ => match s.strip_prefix("smoothing=").map(str::parse::<f64>) {
+                Some(Ok(alpha)) if (0.0..=1.0).contains(&alpha) => Ok(Self::Smoothing(alpha)),
+                _ => {
+                    Err("expected teacher, precomputed, one-hot or smoothing=A (0 ≤ A ≤ 1)".into())
+                }
+            },
+        }
+    }
 }
 
 /// Command line of the CIFAR recipe; every default is the paper's (§A.2).
@@ -83,7 +113,7 @@ pub struct RecipeArgs {
     /// Natural-term targets: teacher (LTD, on the fly), precomputed (LTD from a logits file),
     /// one-hot (plain TRADES), smoothing=A (label smoothing).
     #[arg(long, default_value = "teacher")]
-    pub labels: String,
+    pub labels: LabelChoice,
     /// LTD temperature τ of the teacher's soft labels.
     #[arg(long, default_value_t = 5.0)]
     pub tau: f64,
@@ -92,7 +122,7 @@ pub struct RecipeArgs {
     pub lambda: f64,
     /// BatchNorm update order: nat-adv, adv-nat, nat-only, adv-only.
     #[arg(long, default_value = "nat-adv")]
-    pub bn_order: String,
+    pub bn_order: BnOrder,
     /// Add adversarial weight perturbation.
     #[arg(long)]
     pub awp: bool,
@@ -107,14 +137,14 @@ pub struct RecipeArgs {
     #[arg(long)]
     pub defensive_distillation: Option<f64>,
     /// L∞ radius of training and evaluation.
-    #[arg(long, default_value = "8/255")]
-    pub eps: String,
+    #[arg(long, default_value = "8/255", value_parser = parse_eps)]
+    pub eps: f64,
     /// Steps of the training attack.
     #[arg(long, default_value_t = 10)]
     pub attack_steps: usize,
     /// Step size of the training attack.
-    #[arg(long, default_value = "2/255")]
-    pub attack_step_size: String,
+    #[arg(long, default_value = "2/255", value_parser = parse_eps)]
+    pub attack_step_size: f64,
     /// Test images for the per-epoch natural and PGD-20 accuracy (0: none).
     #[arg(long, default_value_t = 500)]
     pub held_out: usize,
@@ -164,11 +194,14 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         backend::NAME,
         out.display()
     );
-    let resume_hint = format!(
-        "{} --resume",
-        std::env::args().collect::<Vec<_>>().join(" ")
-    )
-    .replace(" --resume --resume", " --resume");
+    // What a checkpoint must agree on besides the settings (checked on --resume).
+    let source = format!("{source} {} train images", train.len());
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let resume_hint = if args.resume {
+        command
+    } else {
+        format!("{command} --resume")
+    };
     let stage = |name: &'static str| Stage {
         name,
         dir: out.join(name),
@@ -176,8 +209,12 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         resume_hint: resume_hint.clone(),
     };
     let (teacher_stage, student_stage) = (stage("teacher"), stage("student"));
-    let needs_teacher = args.defensive_distillation.is_some() || args.labels != "one-hot";
+    let needs_teacher = args.defensive_distillation.is_some()
+        || matches!(args.labels, LabelChoice::Teacher | LabelChoice::Precomputed);
     let runs = |s: Stages| args.stage == s || args.stage == Stages::All;
+    if args.stage == Stages::Teacher && !needs_teacher {
+        bail!("only --labels teacher or precomputed (LTD) use a teacher; nothing to train");
+    }
 
     // Stage 1.
     let mut teacher = None;
@@ -189,7 +226,10 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
             args,
             epochs,
             None,
-            format!("teacher {teacher_arch} {source}"),
+            match args.defensive_distillation {
+                Some(t) => format!("distillation teacher T={t} {teacher_arch} {source}"),
+                None => format!("teacher {teacher_arch} {source}"),
+            },
         );
         let trained = match args.defensive_distillation {
             Some(t) => teacher_stage.train(
@@ -242,9 +282,9 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
             let config = fit_config(args, args.epochs, None, label);
             student_stage.train(model, &objective, &train, &test, &config, &device)?;
         } else {
-            let labels = match args.labels.as_str() {
-                "teacher" => teacher_labels(&load_teacher()?, args.tau),
-                "precomputed" => Labels::Precomputed {
+            let labels = match args.labels {
+                LabelChoice::Teacher => teacher_labels(&load_teacher()?, args.tau),
+                LabelChoice::Precomputed => Labels::Precomputed {
                     logits: Arc::new(teacher_logits(
                         &teacher_stage.dir,
                         &mut load_teacher,
@@ -254,24 +294,19 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
                     )?),
                     tau: args.tau,
                 },
-                "one-hot" => Labels::OneHot,
-                other => match other.strip_prefix("smoothing=").map(str::parse::<f64>) {
-                    Some(Ok(alpha)) if (0.0..=1.0).contains(&alpha) => Labels::Smoothing(alpha),
-                    _ => bail!(
-                        "--labels {other}: expected teacher, precomputed, one-hot or smoothing=A (0 ≤ A ≤ 1)"
-                    ),
-                },
+                LabelChoice::OneHot => Labels::OneHot,
+                LabelChoice::Smoothing(alpha) => Labels::Smoothing(alpha),
             };
             let objective = Trades::<Train> {
                 beta: args.lambda,
                 attack: TradesAttack {
-                    threat: ThreatModel::linf(parse_eps(&args.eps)?),
+                    threat: ThreatModel::linf(args.eps),
                     steps: args.attack_steps,
-                    step_size: parse_eps(&args.attack_step_size)?,
+                    step_size: args.attack_step_size,
                     ..TradesAttack::cifar()
                 },
                 labels,
-                bn_order: args.bn_order.parse()?,
+                bn_order: args.bn_order,
             };
             let label = format!(
                 "TRADES λ={} labels={:?} bn={:?} attack={:?} {arch} {source}",
@@ -295,12 +330,12 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         let config = AutoAttackConfig {
             batch_size: args.eval_batch_size,
             seed: args.seed,
-            ..AutoAttackConfig::standard(ThreatModel::linf(parse_eps(&args.eps)?))
+            ..AutoAttackConfig::standard(ThreatModel::linf(args.eps))
         };
         let report_path = out.join("report.json");
         println!(
-            "AutoAttack 'standard', L∞ ε = {}, first {} test images",
-            args.eps,
+            "AutoAttack 'standard', L∞ ε = {:.2}/255, first {} test images",
+            args.eps * 255.0,
             args.n_ex.min(test.len())
         );
         let report = evaluate(

@@ -30,6 +30,17 @@ pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     result
 }
 
+/// `path` with `suffix` appended to its file name (`report.json` → `report.json.state`): the
+/// files that belong to another file sit beside it under its full name.
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
 fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()

@@ -537,13 +537,8 @@ pub fn save_adversarial(path: &Path, adversarial: &Adversarial, shape: [usize; 3
 }
 
 /// The adversarial log beside a state file.
-fn adversarial_log_path(state: &Path) -> PathBuf {
-    let mut name = state
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(".adv");
-    state.with_file_name(name)
+pub fn adversarial_log_path(state: &Path) -> PathBuf {
+    crate::fs::with_suffix(state, ".adv")
 }
 
 /// Append-only log of adversarial examples: per record a little-endian `u64` index, a `u64`
