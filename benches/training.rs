@@ -7,12 +7,15 @@
 use std::sync::Arc;
 
 use burn::module::AutodiffModule;
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use ltd::backend::{Inner, Train};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
+use ltd::backend::Train;
 use ltd::core::models::{Arch, Classifier, Mode, Network};
 use ltd::core::objectives::{Awp, Labels, Natural, Objective, Trades};
 use ltd::core::train::{train_step, SgdSettings};
-use ltd::data::SyntheticConfig;
+use ltd::data::{Batch, SyntheticConfig};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -26,8 +29,10 @@ fn steps(c: &mut Criterion) {
     .generate()
     .unwrap();
     let batch = data.train.batch(&(0..64).collect::<Vec<_>>()).unwrap();
-    let init = || Arch::WRN_16_4.init::<Train>(10, None, &device).unwrap();
-    let teacher = init().valid();
+    let teacher = Arch::WRN_16_4
+        .init::<Train>(10, None, &device)
+        .unwrap()
+        .valid();
     let ltd = Trades::<Train> {
         labels: Labels::Teacher {
             teacher: Arc::new(move |x| teacher.forward(x, Mode::Eval)),
@@ -44,65 +49,55 @@ fn steps(c: &mut Criterion) {
     group.throughput(Throughput::Elements(64));
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
-    let mut bench = |name: &str, objective: &dyn Fn() -> Box<dyn Step>, awp: Option<&Awp>| {
-        let objective = objective();
-        let mut model = Some(init());
-        let mut optimizer = SgdSettings::default().init::<Train, Network<Train>>();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let (next, _, _) = objective
-                    .step(model.take().unwrap(), &mut optimizer, awp, &batch, &mut rng)
-                    .unwrap();
-                model = Some(next);
-            })
-        });
-    };
-    bench(
+    step(
+        &mut group,
         "natural_step",
-        &|| Box::new(Natural::<Train>::default()),
+        Natural::<Train>::default(),
         None,
+        &batch,
     );
-    bench("trades_step", &|| Box::new(Trades::<Train>::cifar()), None);
-    bench("trades_ltd_awp_step", &|| Box::new(ltd.clone()), Some(&awp));
+    step(
+        &mut group,
+        "trades_step",
+        Trades::<Train>::cifar(),
+        None,
+        &batch,
+    );
+    step(&mut group, "trades_ltd_awp_step", ltd, Some(&awp), &batch);
     group.finish();
 }
 
 type Model = Network<Train>;
-type Sgd = burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<Inner>, Model, Train>;
 
-/// [`train_step`] behind one object type, so each objective is benchmarked by the same code.
-trait Step {
-    fn step(
-        &self,
-        model: Model,
-        optimizer: &mut Sgd,
-        awp: Option<&Awp>,
-        batch: &ltd::data::Batch,
-        rng: &mut ChaCha8Rng,
-    ) -> ltd::core::Result<(Model, f64, usize)>;
-}
-
-impl<O: Objective<Train, Model>> Step for O {
-    fn step(
-        &self,
-        model: Model,
-        optimizer: &mut Sgd,
-        awp: Option<&Awp>,
-        batch: &ltd::data::Batch,
-        rng: &mut ChaCha8Rng,
-    ) -> ltd::core::Result<(Model, f64, usize)> {
-        train_step(
-            model,
-            optimizer,
-            self,
-            awp,
-            batch,
-            0.1,
-            rng,
-            &Default::default(),
-        )
-    }
+/// Benchmarks [`train_step`] of `objective` from fresh WRN-16-4 weights.
+fn step<O: Objective<Train, Model>>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    objective: O,
+    awp: Option<&Awp>,
+    batch: &Batch,
+) {
+    let device = Default::default();
+    let mut model = Some(Arch::WRN_16_4.init::<Train>(10, None, &device).unwrap());
+    let mut optimizer = SgdSettings::default().init::<Train, Model>();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let current = model.take().unwrap();
+            let (next, _, _) = train_step(
+                current,
+                &mut optimizer,
+                &objective,
+                awp,
+                batch,
+                0.1,
+                &mut rng,
+                &device,
+            )
+            .unwrap();
+            model = Some(next);
+        })
+    });
 }
 
 criterion_group!(benches, steps);
