@@ -189,7 +189,6 @@ fn run(args: Args) -> anyhow::Result<()> {
                 seed: args.seed,
                 ..AutoAttackConfig::standard(ThreatModel::cifar_linf())
             },
-            None,
             args.n_ex,
             &args.out.join(dir).join("report.json"),
             args.resume,

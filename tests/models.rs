@@ -66,7 +66,7 @@ fn pytorch_wrn() -> Network<B> {
     let model = Arch::WRN_10_1
         .init::<B>(10, None, &Default::default())
         .unwrap();
-    weights::import(model, &fixture("wrn10_1.pt")).unwrap()
+    weights::import(model, fixture("wrn10_1.pt")).unwrap()
 }
 
 fn running_stats<M: Module<B>>(model: &M) -> Vec<Vec<f32>> {

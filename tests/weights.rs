@@ -41,7 +41,7 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 }
 
 fn import(file: &str) -> Result<Network<B>, LtdError> {
-    weights::import(fresh(), &fixture(file))
+    weights::import(fresh(), fixture(file))
 }
 
 #[test]
@@ -175,7 +175,7 @@ fn wrong_architecture_is_an_error_not_a_panic() {
     let model = Arch::WRN_16_2
         .init::<B>(10, None, &Default::default())
         .unwrap();
-    assert!(weights::import(model, &fixture("wrn10_1.pt")).is_err());
+    assert!(weights::import(model, fixture("wrn10_1.pt")).is_err());
 }
 
 #[test]

@@ -11,7 +11,6 @@ use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ltd::backend::{Device, Train};
-use ltd::core::attacks::Attack;
 use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunOptions};
 use ltd::core::models::Network;
 use ltd::core::objectives::{Labels, Objective, TeacherFn};
@@ -259,15 +258,13 @@ pub fn remove_state(state: &Path) {
     let _ = std::fs::remove_file(autoattack::adversarial_log_path(state));
 }
 
-/// Runs AutoAttack (`attacks`, or the configured list when `None`) on the first `n_ex` test
-/// images, resumable through `<report>.state`; writes the JSON report and returns it. `label`
+/// Runs AutoAttack (the configured attacks) on the first `n_ex` test images, resumable through `<report>.state`; writes the JSON report and returns it. `label`
 /// prefixes the progress bars.
 pub fn evaluate(
     label: &str,
     model: &Model,
     test: &Dataset,
     config: &AutoAttackConfig,
-    attacks: Option<Vec<Box<dyn Attack<Train, Model>>>>,
     n_ex: usize,
     report_path: &Path,
     resume: bool,
@@ -293,10 +290,7 @@ pub fn evaluate(
         keep_adversarial: false,
         on_progress: &mut progress,
     };
-    let (report, _) = match attacks {
-        Some(attacks) => autoattack::run_attacks(config, &attacks, model, test, range, options)?,
-        None => autoattack::run(config, model, test, range, options)?,
-    };
+    let (report, _) = autoattack::run(config, model, test, range, options)?;
     write_report(&report, report_path)?;
     remove_state(&state);
     Ok(report)

@@ -343,7 +343,6 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
             &model,
             &test,
             &config,
-            None,
             args.n_ex,
             &report_path,
             args.resume,

@@ -29,7 +29,7 @@ pub struct WideResNetConfig {
 impl WideResNetConfig {
     /// WRN-`depth`-`widen`; fails unless depth = 6n + 4 with n ≥ 1 and widen ≥ 1.
     pub fn new(depth: usize, widen: usize, num_classes: usize) -> Result<Self> {
-        if depth < 10 || (depth - 4) % 6 != 0 || widen == 0 || num_classes == 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) || widen == 0 || num_classes == 0 {
             return Err(LtdError::InvalidConfig(format!(
                 "WideResNet needs depth = 6n + 4 (10, 16, 22, 28, 34, …), widen ≥ 1 and ≥ 1 class; \
                  got depth {depth}, widen {widen}, {num_classes} classes"

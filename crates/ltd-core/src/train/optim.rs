@@ -32,7 +32,7 @@ impl SgdSettings {
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(
         &self,
     ) -> OptimizerAdaptor<Sgd<B::InnerBackend>, M, B> {
-        let momentum = (self.momentum > 0.0).then(|| MomentumConfig {
+        let momentum = (self.momentum > 0.0).then_some(MomentumConfig {
             momentum: self.momentum,
             dampening: 0.0,
             nesterov: self.nesterov,
