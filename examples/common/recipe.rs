@@ -222,28 +222,20 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         <Train as burn::tensor::backend::Backend>::seed(&device, args.seed);
         let model = teacher_arch.init::<Train>(classes, None, &device)?;
         let epochs = args.teacher_epochs.unwrap_or(args.epochs);
+        let (objective, label) = match args.defensive_distillation {
+            Some(t) => (
+                Natural::distillation_teacher(t),
+                format!("distillation teacher T={t}"),
+            ),
+            None => (Natural::default(), "teacher".to_string()),
+        };
         let config = fit_config(
             args,
             epochs,
             None,
-            match args.defensive_distillation {
-                Some(t) => format!("distillation teacher T={t} {teacher_arch} {source}"),
-                None => format!("teacher {teacher_arch} {source}"),
-            },
+            format!("{label} {teacher_arch} {source}"),
         );
-        let trained = match args.defensive_distillation {
-            Some(t) => teacher_stage.train(
-                model,
-                &Natural::distillation_teacher(t),
-                &train,
-                &test,
-                &config,
-                &device,
-            )?,
-            None => {
-                teacher_stage.train(model, &Natural::default(), &train, &test, &config, &device)?
-            }
-        };
+        let trained = teacher_stage.train(model, &objective, &train, &test, &config, &device)?;
         let acc = accuracy(&trained.valid(), &test, args.eval_batch_size, &device)?;
         println!(
             "teacher: {:.2}% natural test accuracy ({})",

@@ -30,6 +30,25 @@ pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
     result
 }
 
+/// Writes tensors given as `(name, dtype, shape, little-endian bytes)` as one safetensors file,
+/// atomically.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)],
+) -> Result<()> {
+    let invalid = |e: safetensors::SafeTensorError| LtdError::InvalidInput(e.to_string());
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (*name, view))
+                .map_err(invalid)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let file = safetensors::serialize(views, None).map_err(invalid)?;
+    write_atomic(path, &file)
+}
+
 /// `path` with `suffix` appended to its file name (`report.json` → `report.json.state`): the
 /// files that belong to another file sit beside it under its full name.
 pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {

@@ -510,7 +510,7 @@ pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
 /// Writes adversarial examples as safetensors: `images` `[K, C, H, W]` (f32) and `indices` `[K]`
 /// (i64, positions in the test set), atomically.
 pub fn save_adversarial(path: &Path, adversarial: &Adversarial, shape: [usize; 3]) -> Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
+    use safetensors::Dtype;
     let k = adversarial.len();
     let images: Vec<u8> = adversarial
         .iter()
@@ -520,20 +520,18 @@ pub fn save_adversarial(path: &Path, adversarial: &Adversarial, shape: [usize; 3
         .iter()
         .flat_map(|(i, _)| (*i as i64).to_le_bytes())
         .collect();
-    let invalid = |e: safetensors::SafeTensorError| LtdError::InvalidInput(e.to_string());
-    let views = vec![
-        (
-            "images",
-            TensorView::new(Dtype::F32, vec![k, shape[0], shape[1], shape[2]], &images)
-                .map_err(invalid)?,
-        ),
-        (
-            "indices",
-            TensorView::new(Dtype::I64, vec![k], &indices).map_err(invalid)?,
-        ),
-    ];
-    let bytes = safetensors::serialize(views, None).map_err(invalid)?;
-    write_atomic(path, &bytes)
+    crate::fs::write_safetensors(
+        path,
+        &[
+            (
+                "images",
+                Dtype::F32,
+                vec![k, shape[0], shape[1], shape[2]],
+                images,
+            ),
+            ("indices", Dtype::I64, vec![k], indices),
+        ],
+    )
 }
 
 /// The adversarial log beside a state file.

@@ -11,7 +11,7 @@ use std::path::Path;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
 use ltd_data::{Dataset, EvalBatches};
 
-use crate::fs::write_atomic;
+use crate::fs::write_safetensors;
 use crate::models::{Classifier, Mode};
 use crate::tensors::batch_tensors;
 use crate::{LtdError, Result};
@@ -82,13 +82,12 @@ impl TeacherLogits {
 
     /// Writes the logits as safetensors (`logits`, f32 `[N, classes]`), atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        use safetensors::tensor::{Dtype, TensorView};
         let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let invalid = |e: safetensors::SafeTensorError| LtdError::InvalidInput(e.to_string());
-        let view =
-            TensorView::new(Dtype::F32, vec![self.len(), self.classes], &bytes).map_err(invalid)?;
-        let file = safetensors::serialize(vec![("logits", view)], None).map_err(invalid)?;
-        write_atomic(path.as_ref(), &file)
+        let shape = vec![self.len(), self.classes];
+        write_safetensors(
+            path.as_ref(),
+            &[("logits", safetensors::Dtype::F32, shape, bytes)],
+        )
     }
 
     /// Reads a file written by [`save`](Self::save).
