@@ -68,6 +68,9 @@ pub enum LtdError {
     /// A data set or loader problem.
     #[error(transparent)]
     Data(#[from] ltd_data::DataError),
+    /// A backend failed to execute, or handed back data of a kind the library cannot read.
+    #[error("device error: {0}")]
+    Device(String),
     /// An input that does not fit the operation.
     #[error("invalid input: {0}")]
     InvalidInput(String),

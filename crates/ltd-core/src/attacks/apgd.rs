@@ -3,12 +3,14 @@
 //! targeted APGD-T of AutoAttack.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::rows::{per_image, where_rows, Progress};
 use super::{l2_norms, step_direction, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
 use crate::losses::{cross_entropy, dlr, dlr_targeted};
+use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 
 /// The loss APGD ascends (untargeted).
@@ -139,7 +141,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Apgd {
                 victim.num_classes()
             )));
         }
-        let mut state = Progress::new(&victim, x, y);
+        let mut state = Progress::new(&victim, x, y)?;
         for _ in 0..self.restarts {
             let objective = match self.loss {
                 ApgdLoss::CrossEntropy => Objective::CrossEntropy,
@@ -156,7 +158,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Apgd {
                     objective,
                     rng,
                 )
-            });
+            })?;
         }
         Ok(state.adversarial)
     }
@@ -182,7 +184,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
                 "the targeted DLR loss needs at least 4 classes; the model has {classes}"
             )));
         }
-        let mut state = Progress::new(&victim, x, y);
+        let mut state = Progress::new(&victim, x, y)?;
         for rank in 1..=self.target_classes.min(classes - 1) {
             for _ in 0..self.restarts {
                 state.attack_remaining(|x, y| {
@@ -200,72 +202,10 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
                         objective,
                         rng,
                     )
-                });
+                })?;
             }
         }
         Ok(state.adversarial)
-    }
-}
-
-/// Which images are still unbroken, and the adversarial images found for the others.
-pub(crate) struct Progress<B: Backend> {
-    x: Tensor<B, 4>,
-    y: Tensor<B, 1, Int>,
-    pub(crate) adversarial: Tensor<B, 4>,
-    robust: Vec<bool>,
-}
-
-impl<B: Backend> Progress<B> {
-    pub(crate) fn new<A: AutodiffBackend<InnerBackend = B>, M: AttackModel<A>>(
-        victim: &Victim<A, M>,
-        x: Tensor<B, 4>,
-        y: Tensor<B, 1, Int>,
-    ) -> Self {
-        let correct = crate::losses::correct(victim.logits(x.clone()), y.clone());
-        let robust = bools(correct);
-        Self {
-            adversarial: x.clone(),
-            x,
-            y,
-            robust,
-        }
-    }
-
-    /// Runs `attack` on the unbroken images and records the ones it breaks.
-    pub(crate) fn attack_remaining(
-        &mut self,
-        attack: impl FnOnce(Tensor<B, 4>, Tensor<B, 1, Int>) -> (Tensor<B, 4>, Vec<bool>),
-    ) {
-        let remaining: Vec<usize> = (0..self.robust.len()).filter(|&i| self.robust[i]).collect();
-        if remaining.is_empty() {
-            return;
-        }
-        let device = self.x.device();
-        let index = index_tensor::<B>(&remaining, &device);
-        let (found, fooled) = attack(
-            self.x.clone().select(0, index.clone()),
-            self.y.clone().select(0, index),
-        );
-        let broken: Vec<usize> = remaining
-            .iter()
-            .zip(&fooled)
-            .filter(|(_, &f)| f)
-            .map(|(&i, _)| i)
-            .collect();
-        for &i in &broken {
-            self.robust[i] = false;
-        }
-        // Rows of `found` replace the broken images: gather from [found; adversarial].
-        let mut source: Vec<usize> = (0..self.robust.len())
-            .map(|i| remaining.len() + i)
-            .collect();
-        for (pos, (&i, &f)) in remaining.iter().zip(&fooled).enumerate() {
-            if f {
-                source[i] = pos;
-            }
-        }
-        let stacked = Tensor::cat(vec![found, self.adversarial.clone()], 0);
-        self.adversarial = stacked.select(0, index_tensor::<B>(&source, &device));
     }
 }
 
@@ -281,7 +221,7 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
     y: Tensor<Inner<B>, 1, Int>,
     objective: Objective<B>,
     rng: &mut ChaCha8Rng,
-) -> (Tensor<Inner<B>, 4>, Vec<bool>) {
+) -> Result<(Tensor<Inner<B>, 4>, Vec<bool>)> {
     let n = x.dims()[0];
     let device = x.device();
     let eps = threat.eps;
@@ -317,8 +257,8 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
     let mut x_best_adv = x_adv.clone();
     let (logits, loss, mut grad) = evaluate(x_adv.clone());
     let mut grad_best = grad.clone();
-    let mut correct = bools(crate::losses::correct(logits, y.clone()));
-    let mut loss_best = floats(loss);
+    let mut correct = read_bools(crate::losses::correct(logits, y.clone()))?;
+    let mut loss_best = read_floats(loss)?;
 
     let schedule = Schedule::new(iterations);
     let mut step = vec![2.0 * eps as f32; n];
@@ -350,14 +290,14 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
 
         let (logits, loss, new_grad) = evaluate(x_adv.clone());
         grad = new_grad;
-        let predicted_correct = bools(crate::losses::correct(logits, y.clone()));
+        let predicted_correct = read_bools(crate::losses::correct(logits, y.clone()))?;
         let misclassified_now: Vec<bool> = predicted_correct.iter().map(|c| !c).collect();
         for (c, p) in correct.iter_mut().zip(&predicted_correct) {
             *c = *c && *p;
         }
         x_best_adv = where_rows(&misclassified_now, x_adv.clone(), x_best_adv);
 
-        let loss = floats(loss);
+        let loss = read_floats(loss)?;
         let improved: Vec<bool> = loss.iter().zip(&loss_best).map(|(l, b)| l > b).collect();
         x_best = where_rows(&improved, x_adv.clone(), x_best);
         grad_best = where_rows(&improved, grad.clone(), grad_best);
@@ -397,44 +337,5 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
         }
     }
     let fooled = correct.iter().map(|c| !c).collect();
-    (x_best_adv, fooled)
-}
-
-/// Rows of `a` where `mask` holds, of `b` elsewhere.
-pub(crate) fn where_rows<B: Backend>(
-    mask: &[bool],
-    a: Tensor<B, 4>,
-    b: Tensor<B, 4>,
-) -> Tensor<B, 4> {
-    if mask.iter().all(|m| !m) {
-        return b;
-    }
-    let dims = a.dims();
-    let mask =
-        Tensor::<B, 1, Bool>::from_data(TensorData::new(mask.to_vec(), [mask.len()]), &a.device())
-            .reshape([dims[0], 1, 1, 1])
-            .expand(dims);
-    b.mask_where(mask, a)
-}
-
-/// A per-image scalar as a `[N, 1, 1, 1]` tensor.
-fn per_image<B: Backend>(values: &[f32], device: &B::Device) -> Tensor<B, 4> {
-    Tensor::<B, 1>::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
-        .reshape([-1, 1, 1, 1])
-}
-
-pub(crate) fn index_tensor<B: Backend>(indices: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let values: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-    Tensor::from_data(TensorData::new(values, [indices.len()]), device)
-}
-
-pub(crate) fn bools<B: Backend>(t: Tensor<B, 1, Bool>) -> Vec<bool> {
-    t.into_data().to_vec::<bool>().unwrap_or_default()
-}
-
-pub(crate) fn floats<B: Backend>(t: Tensor<B, 1>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default()
+    Ok((x_best_adv, fooled))
 }

@@ -13,9 +13,10 @@ use burn::tensor::{Int, Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::apgd::{bools, floats, Progress};
+use super::rows::Progress;
 use super::{Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
 use crate::losses::correct;
+use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 
 /// FAB-T: towards each of the highest-scoring other classes in turn, on the images no earlier
@@ -92,7 +93,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
             )));
         }
         let eps = self.threat.eps as f32;
-        let mut state = Progress::new(&victim, x, y);
+        let mut state = Progress::new(&victim, x, y)?;
         for rank in 1..=self.target_classes.min(classes - 1) {
             for restart in 0..self.restarts {
                 state.attack_remaining(|x, y| {
@@ -105,7 +106,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
                         .argsort_descending(1)
                         .narrow(1, rank, 1)
                         .squeeze_dim::<1>(1);
-                    let attackable = bools(correct(clean, y.clone()));
+                    let attackable = read_bools(correct(clean, y.clone()))?;
                     let found = self.single_run(
                         &victim,
                         x.clone(),
@@ -114,17 +115,17 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
                         &attackable,
                         restart > 0,
                         rng,
-                    );
+                    )?;
                     // Broken iff misclassified within ε; the rest come back clean.
-                    let still_correct = bools(correct(victim.logits(found.clone()), y));
-                    let distances = floats(self.threat.distances(found.clone(), x));
+                    let still_correct = read_bools(correct(victim.logits(found.clone()), y))?;
+                    let distances = read_floats(self.threat.distances(found.clone(), x))?;
                     let fooled = still_correct
                         .iter()
                         .zip(&distances)
                         .map(|(&c, &d)| !c && d <= eps)
                         .collect();
-                    (found, fooled)
-                });
+                    Ok((found, fooled))
+                })?;
             }
         }
         Ok(state.adversarial)
@@ -144,7 +145,7 @@ impl FabTargeted {
         attackable: &[bool],
         random_start: bool,
         rng: &mut ChaCha8Rng,
-    ) -> Tensor<Inner<B>, 4> {
+    ) -> Result<Tensor<Inner<B>, 4>> {
         let dims = x.dims();
         let device = x.device();
         let n = dims[0];
@@ -155,9 +156,9 @@ impl FabTargeted {
             Tensor::from_data(TensorData::new(v.to_vec(), dims), &device)
         };
 
-        let x0 = host(x.clone());
+        let x0 = read_floats(x.clone())?;
         let mut x1 = if random_start {
-            self.random_start(x, &x0, rng)
+            self.random_start(x, &x0, rng)?
         } else {
             x0.clone()
         };
@@ -174,8 +175,8 @@ impl FabTargeted {
                 let z_y = logits.gather(1, labels.clone());
                 z_t.sub(z_y).squeeze_dim::<1>(1)
             });
-            let f = floats(f);
-            let w = host(grad);
+            let f = read_floats(f)?;
+            let w = read_floats(grad)?;
             // The linearisation f(x1) + ⟨w, z − x1⟩ = 0 is the hyperplane ⟨w, z⟩ = b.
             let b: Vec<f32> = (0..n)
                 .map(|i| {
@@ -201,7 +202,7 @@ impl FabTargeted {
                 }
             }
 
-            let still_correct = bools(correct(victim.logits(upload(&x1)), y.clone()));
+            let still_correct = read_bools(correct(victim.logits(upload(&x1)), y.clone()))?;
             for i in (0..n).filter(|&i| !still_correct[i]) {
                 let rows = i * dim..(i + 1) * dim;
                 let delta: Vec<f32> = rows.clone().map(|k| x1[k] - x0[k]).collect();
@@ -221,7 +222,7 @@ impl FabTargeted {
             let rows = i * dim..(i + 1) * dim;
             adv[rows.clone()].copy_from_slice(&x0[rows]);
         }
-        upload(&adv)
+        Ok(upload(&adv))
     }
 
     /// The reference's random start: `x + (ε/2)·t/‖t‖`, t uniform in [−1, 1] (L∞) or standard
@@ -231,14 +232,14 @@ impl FabTargeted {
         x: Tensor<Bk, 4>,
         x0: &[f32],
         rng: &mut ChaCha8Rng,
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>> {
         let dims = x.dims();
         let device = x.device();
         let dim = dims[1] * dims[2] * dims[3];
-        let t = host(match self.threat.norm {
+        let t = read_floats(match self.threat.norm {
             Norm::Linf => crate::random::uniform::<Bk, 4>(rng, dims, -1.0, 1.0, &device),
             Norm::L2 => crate::random::normal::<Bk, 4>(rng, dims, &device),
-        });
+        })?;
         let eps = self.threat.eps as f32;
         let mut x1 = vec![0.0; x0.len()];
         for i in 0..dims[0] {
@@ -248,16 +249,8 @@ impl FabTargeted {
                 x1[k] = (x0[k] + eps * t[k] / size * 0.5).clamp(0.0, 1.0);
             }
         }
-        x1
+        Ok(x1)
     }
-}
-
-/// A tensor's values, row-major.
-fn host<Bk: Backend>(t: Tensor<Bk, 4>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default()
 }
 
 /// `⟨a, b⟩`, accumulated in f64.

@@ -9,6 +9,7 @@ mod apgd;
 mod fab;
 mod fgsm;
 mod pgd;
+mod rows;
 mod square;
 mod threat;
 

@@ -9,10 +9,11 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::apgd::{bools, floats, index_tensor, where_rows, Progress};
+use super::rows::{index_tensor, where_rows, Progress};
 use super::{l2_norms, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
 use crate::losses::{correct, margin};
 use crate::random::{index_below, signs};
+use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 
 /// Iterations after which the reference halves p (AutoAttack builds Square with
@@ -100,13 +101,13 @@ impl Square {
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
         rng: &mut ChaCha8Rng,
-    ) -> Tensor<Inner<B>, 4> {
+    ) -> Result<Tensor<Inner<B>, 4>> {
         let [_, c, h, w] = x.dims();
         let start = match self.threat.norm {
             Norm::Linf => linf_start(x.clone(), self.threat.eps, rng),
             Norm::L2 => l2_start(x.clone(), self.threat.eps, rng),
         };
-        let margins = floats(margin(victim.logits(start.clone()), y.clone()));
+        let margins = read_floats(margin(victim.logits(start.clone()), y.clone()))?;
         let mut search = Search::new(x, y, start, margins);
         for iteration in 0..self.queries {
             if search.rows.is_empty() {
@@ -117,10 +118,10 @@ impl Square {
                 Norm::Linf => linf_candidate(&search, self.threat.eps, s, rng),
                 Norm::L2 => l2_candidate(&search, self.threat.eps, s, rng),
             };
-            let margins = floats(margin(victim.logits(candidate.clone()), search.y.clone()));
+            let margins = read_floats(margin(victim.logits(candidate.clone()), search.y.clone()))?;
             search.update(candidate, &margins);
         }
-        search.finish()
+        Ok(search.finish())
     }
 }
 
@@ -138,14 +139,14 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Square {
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.validate(x.dims())?;
         let victim = Victim::<B, M>::new(model);
-        let mut state = Progress::new(&victim, x, y);
+        let mut state = Progress::new(&victim, x, y)?;
         for _ in 0..self.restarts {
             state.attack_remaining(|x, y| {
-                let found = self.single_run(&victim, x, y.clone(), rng);
+                let found = self.single_run(&victim, x, y.clone(), rng)?;
                 // As the reference: broken means the final point's arg-max differs from y.
-                let still = bools(correct(victim.logits(found.clone()), y));
-                (found, still.iter().map(|c| !c).collect())
-            });
+                let still = read_bools(correct(victim.logits(found.clone()), y))?;
+                Ok((found, still.iter().map(|c| !c).collect()))
+            })?;
         }
         Ok(state.adversarial)
     }

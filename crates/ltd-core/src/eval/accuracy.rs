@@ -1,12 +1,12 @@
 //! Clean accuracy in inference mode.
 
-use burn::tensor::{backend::Backend, ElementConversion};
+use burn::tensor::backend::Backend;
 use ltd_data::{Dataset, EvalBatches};
 use serde::{Deserialize, Serialize};
 
 use crate::losses::correct;
 use crate::models::{Classifier, Mode};
-use crate::tensors::batch_tensors;
+use crate::tensors::{batch_tensors, read_ints};
 use crate::Result;
 
 /// Correct predictions out of a total.
@@ -44,11 +44,8 @@ pub fn accuracy<B: Backend, M: Classifier<B>>(
     };
     for batch in batches {
         let (x, y) = batch_tensors::<B>(&batch, device);
-        let hits = correct(model.forward(x, Mode::Eval), y)
-            .int()
-            .sum()
-            .into_scalar();
-        result.correct += hits.elem::<i64>() as usize;
+        let hits = read_ints(correct(model.forward(x, Mode::Eval), y).int().sum())?;
+        result.correct += hits[0] as usize;
         result.total += batch.len();
     }
     Ok(result)

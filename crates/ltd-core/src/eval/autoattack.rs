@@ -27,7 +27,7 @@ use crate::attacks::{
 use crate::fs::write_atomic;
 use crate::losses::correct;
 use crate::models::{Classifier, Mode};
-use crate::tensors::batch_tensors;
+use crate::tensors::{batch_tensors, read_bools, read_floats};
 use crate::{LtdError, Result};
 
 /// The attacks AutoAttack can run by name.
@@ -375,7 +375,7 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         for (b, block) in blocks.iter().enumerate() {
             let (x, y) =
                 block_tensors::<Inner<B>>(images, &block.clone().collect::<Vec<_>>(), &device)?;
-            mask.extend(bools(correct(inner.forward(x, Mode::Eval), y)));
+            mask.extend(read_bools(correct(inner.forward(x, Mode::Eval), y))?);
             on_progress("clean", b + 1, blocks.len());
         }
         state.robust_mask = mask.clone();
@@ -401,12 +401,9 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
                 let mut rng =
                     crate::random::derived(config.seed, state.stage as u64 + 1, global_block);
                 let x_adv = attack.perturb(model, x, y.clone(), &mut rng)?;
-                let still_correct = bools(correct(inner.forward(x_adv.clone(), Mode::Eval), y));
-                let pixels = x_adv
-                    .into_data()
-                    .convert::<f32>()
-                    .to_vec::<f32>()
-                    .unwrap_or_default();
+                let still_correct =
+                    read_bools(correct(inner.forward(x_adv.clone(), Mode::Eval), y))?;
+                let pixels = read_floats(x_adv)?;
                 let per_image = pixels.len() / todo.len();
                 for (k, (&i, ok)) in todo.iter().zip(still_correct).enumerate() {
                     if !ok {
@@ -626,10 +623,6 @@ fn block_tensors<B: burn::tensor::backend::Backend>(
     device: &B::Device,
 ) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
     Ok(batch_tensors::<B>(&images.batch(indices)?, device))
-}
-
-fn bools<B: burn::tensor::backend::Backend>(t: Tensor<B, 1, burn::tensor::Bool>) -> Vec<bool> {
-    t.into_data().to_vec::<bool>().unwrap_or_default()
 }
 
 fn fraction(count: usize, n: usize) -> f64 {

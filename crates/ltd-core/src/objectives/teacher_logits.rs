@@ -13,7 +13,7 @@ use ltd_data::{Dataset, EvalBatches};
 
 use crate::fs::write_safetensors;
 use crate::models::{Classifier, Mode};
-use crate::tensors::batch_tensors;
+use crate::tensors::{batch_tensors, read_floats};
 use crate::{LtdError, Result};
 
 /// Logits `[N, classes]`, row `i` for image `i` of the training set.
@@ -34,8 +34,7 @@ impl TeacherLogits {
         let mut values = Vec::with_capacity(data.len() * teacher.num_classes());
         for batch in EvalBatches::new(data, batch_size)? {
             let (x, _) = batch_tensors::<B>(&batch, device);
-            let logits = teacher.forward(x, Mode::Eval).into_data();
-            values.extend(logits.iter::<f32>());
+            values.extend(read_floats(teacher.forward(x, Mode::Eval))?);
         }
         Ok(Self {
             classes: teacher.num_classes(),

@@ -13,14 +13,13 @@ use std::time::Instant;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::ElementConversion;
 use ltd_data::Batch;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::losses::correct;
 use crate::objectives::{Awp, Objective};
-use crate::tensors::batch_tensors;
+use crate::tensors::{batch_tensors, read_ints, read_scalar};
 use crate::{LtdError, Result};
 
 /// Running statistics of an epoch.
@@ -80,15 +79,11 @@ where
         None => model,
     };
     let out = objective.loss(&model, &prepared, true);
-    let loss = out.loss.clone().into_scalar().elem::<f64>();
+    let loss = read_scalar(out.loss.clone())?;
     if !loss.is_finite() {
         return Err(LtdError::NonFiniteLoss { step: 0, loss });
     }
-    let hits = correct(out.natural_logits, y.inner())
-        .int()
-        .sum()
-        .into_scalar()
-        .elem::<i64>();
+    let hits = read_ints(correct(out.natural_logits, y.inner()).int().sum())?[0];
     let grads = GradientsParams::from_grads(out.loss.backward(), &model);
     let model = optimizer.step(lr, model, grads);
     let model = match &perturbation {
