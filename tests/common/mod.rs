@@ -9,11 +9,15 @@ use burn_store::{ModuleStore, SafetensorsStore};
 pub type B = ltd::backend::Inner;
 pub type AD = ltd::backend::Train;
 
-/// A file under `tests/fixtures/`.
+/// A file under `tests/fixtures/`, or under `$LTD_FIXTURES` when set (a test binary carried to
+/// another machine, e.g. the backend suite on a GPU host without the source tree).
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    match std::env::var_os("LTD_FIXTURES") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    }
 }
 
 /// One f32 tensor of a safetensors fixture.
