@@ -8,7 +8,7 @@ mod archive;
 mod records;
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::dataset::{Dataset, ImageShape};
@@ -147,18 +147,28 @@ fn read_file(
     labels: &mut Vec<usize>,
 ) -> Result<(), DataError> {
     let path = dir.join(name);
-    if !path.is_file() {
-        return Err(DataError::MissingFile {
-            file: name.into(),
-            looked_in: dir.display().to_string(),
-        });
-    }
     let read_error = |error| DataError::Read {
         path: path.clone(),
         error,
     };
+    // Checked before opening (opening a pipe blocks) and again on the handle opened.
+    match fs::metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DataError::MissingFile {
+                file: name.into(),
+                looked_in: dir.display().to_string(),
+            })
+        }
+        Err(e) => return Err(read_error(e)),
+        Ok(meta) if !meta.is_file() => return Err(DataError::NotAFile { path }),
+        Ok(_) => {}
+    }
     let file = File::open(&path).map_err(read_error)?;
-    let declared = file.metadata().map_err(read_error)?.len();
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(DataError::NotAFile { path });
+    }
+    let declared = meta.len();
     let label = path.display().to_string();
     let len = check_len(kind, name, &label, declared)?;
     let mut reader = BufReader::new(file);

@@ -49,6 +49,11 @@ pub enum DataError {
     )]
     ArchiveTooLarge { path: PathBuf, limit: u64 },
 
+    /// A path named like a CIFAR file is a folder, device or pipe: reading it could block or
+    /// never end.
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+
     /// An archive member named like a CIFAR file is a link, folder or other non-file entry.
     #[error("{file} is a {entry_type}, not a regular file")]
     MemberNotAFile { file: String, entry_type: String },
