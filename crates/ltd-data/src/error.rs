@@ -133,3 +133,24 @@ pub enum DataError {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 }
+
+/// Text taken from a file (a member's name, a parser's message quoting header bytes) made safe
+/// for a one-line message: control characters escaped, at most [`QUOTE_MAX`] characters kept.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == QUOTE_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters of file-borne text an error quotes.
+const QUOTE_MAX: usize = 160;

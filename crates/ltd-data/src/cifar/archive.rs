@@ -25,7 +25,7 @@ use flate2::read::GzDecoder;
 
 use super::records::{check_len, read_records, ReadFailure};
 use super::{CifarKind, Split};
-use crate::error::DataError;
+use crate::error::{one_line, DataError};
 
 /// Decompressed bytes allowed besides the CIFAR members' data: tar headers (512 bytes each),
 /// padding and the text files of the official archives (under 10 KB in all), with room for a
@@ -87,9 +87,11 @@ impl Limits<'_> {
                 limit: EXTRA_BYTES,
             }
         } else {
+            // The `tar` crate quotes raw header bytes in some messages.
+            let message = one_line(&error.to_string());
             DataError::Archive {
                 path: self.path.into(),
-                error,
+                error: io::Error::new(error.kind(), message),
             }
         }
     }
@@ -199,7 +201,7 @@ pub(super) fn read_split(
         let Some((_, name)) = cifar_file(&[kind], &entry.path_bytes()) else {
             continue;
         };
-        let member_path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let member_path = one_line(&String::from_utf8_lossy(&entry.path_bytes()));
         let file = format!("{}:{member_path}", path.display());
         let entry_type = entry.header().entry_type();
         if !entry_type.is_file() {
@@ -244,11 +246,16 @@ pub(super) fn read_split(
     }
     // Read past the tar's end to the gzip trailer, so its CRC and length are checked.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(stream_error)?;
+    let mut members = Vec::with_capacity(wanted.len());
     for (name, member) in wanted.iter().zip(parsed) {
-        let (member_images, member_labels) = member.ok_or_else(|| DataError::MissingFile {
+        members.push(member.ok_or_else(|| DataError::MissingFile {
             file: (*name).into(),
             looked_in: path.display().to_string(),
-        })?;
+        })?);
+    }
+    images.reserve_exact(members.iter().map(|(i, _)| i.len()).sum());
+    labels.reserve_exact(members.iter().map(|(_, l)| l.len()).sum());
+    for (member_images, member_labels) in members {
         images.extend_from_slice(&member_images);
         labels.extend_from_slice(&member_labels);
     }

@@ -51,6 +51,9 @@ pub(super) fn check_len(
     Ok(len)
 }
 
+/// Records reserved at a time before the data shows it has more.
+const RESERVE_RECORDS: usize = 64;
+
 /// Where [`read_records`] failed: the stream (to be named by the caller) or the data.
 pub(super) enum ReadFailure {
     Io(io::Error),
@@ -68,11 +71,18 @@ pub(super) fn read_records(
     labels: &mut Vec<usize>,
 ) -> Result<(), ReadFailure> {
     let record_len = kind.record_len();
+    let image_len = ImageShape::CIFAR.len();
     let count = len / record_len;
-    images.reserve(count * ImageShape::CIFAR.len());
-    labels.reserve(count);
     let mut record = vec![0u8; record_len];
     for index in 0..count {
+        // Grow with the records that actually arrive, never past the declared count: a header
+        // declaring 10,000 records over a few bytes of data costs a few bytes of memory.
+        if images.len() == images.capacity() {
+            let held = images.len() / image_len;
+            let step = (count - index).min(held.max(RESERVE_RECORDS));
+            images.reserve_exact(step * image_len);
+            labels.reserve_exact(step);
+        }
         let got = fill(reader, &mut record).map_err(ReadFailure::Io)?;
         if got < record_len {
             return Err(ReadFailure::Data(DataError::ShortRead {
