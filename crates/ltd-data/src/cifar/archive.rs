@@ -60,7 +60,8 @@ impl<R: Read> Read for Budgeted<R> {
             budget.exceeded.set(true);
             return Err(io::Error::other("decompressed size limit reached"));
         }
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        // The smaller of a buffer length and what is left fits in usize.
+        let want = (buf.len() as u64).min(left) as usize;
         let n = self.inner.read(&mut buf[..want])?;
         budget.used.set(budget.used.get() + n as u64);
         Ok(n)
@@ -137,17 +138,17 @@ fn open(path: &Path) -> Result<(tar::Archive<impl Read>, Limits<'_>), DataError>
     Ok((tar::Archive::new(reader), Limits { path, budget }))
 }
 
-/// The last component of a tar member's path (tar always separates with `/`).
-fn member_name(path: &[u8]) -> &[u8] {
+/// The last non-empty component of a tar member's path (tar always separates with `/`; a
+/// folder's path ends with one), if it has any.
+fn member_name(path: &[u8]) -> Option<&[u8]> {
     path.split(|&b| b == b'/')
         .rev()
         .find(|part| !part.is_empty())
-        .unwrap_or(path)
 }
 
 /// The CIFAR file of `kinds` a member's name is, if any.
 fn cifar_file(kinds: &[CifarKind], path: &[u8]) -> Option<(CifarKind, &'static str)> {
-    let name = member_name(path);
+    let name = member_name(path)?;
     kinds.iter().find_map(|&kind| {
         kind.all_files()
             .find(|f| f.as_bytes() == name)
