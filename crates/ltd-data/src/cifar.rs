@@ -114,6 +114,10 @@ enum Source {
 /// Loads one split of `kind` from `path`: the folder holding the `.bin` files, its parent
 /// (holding `cifar-10-batches-bin/` or `cifar-100-binary/`), the official `.tar.gz`, or a
 /// folder holding that archive.
+///
+/// Hostile or damaged input costs little: a file or member larger than the official one (or
+/// not whole records) is refused by its size before it is read, and an archive may decompress
+/// only its CIFAR members plus 4 MiB (see the `archive` module for everything it checks).
 pub fn load_cifar(kind: CifarKind, path: &Path, split: Split) -> Result<Dataset, DataError> {
     let mut images = Vec::new();
     let mut labels = Vec::new();

@@ -30,7 +30,7 @@ use crate::error::{one_line, DataError};
 /// Decompressed bytes allowed besides the CIFAR members' data: tar headers (512 bytes each),
 /// padding and the text files of the official archives (under 10 KB in all), with room for a
 /// repacked archive's extras.
-pub(crate) const EXTRA_BYTES: u64 = 4 << 20;
+const EXTRA_BYTES: u64 = 4 << 20;
 
 /// Decompressed bytes allowed so far and used so far, shared by the reader and the code that
 /// accepts members.
