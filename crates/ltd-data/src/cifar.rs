@@ -4,15 +4,16 @@
 //! A CIFAR-10 record is 1 label byte + 3072 pixel bytes (R, G, B planes of 32×32, row-major);
 //! a CIFAR-100 record has 2 label bytes (coarse, fine) before the pixels. We keep the fine label.
 
-use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+mod archive;
+mod records;
 
-use flate2::read::GzDecoder;
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::dataset::{Dataset, ImageShape};
 use crate::error::DataError;
+use records::{check_len, read_records, ReadFailure};
 
 /// Which CIFAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -52,7 +53,7 @@ impl CifarKind {
         }
     }
 
-    fn label_bytes(self) -> usize {
+    pub(crate) fn label_bytes(self) -> usize {
         match self {
             Self::Ten => 1,
             Self::Hundred => 2,
@@ -113,46 +114,22 @@ enum Source {
 /// Loads one split of `kind` from `path`: the folder holding the `.bin` files, its parent
 /// (holding `cifar-10-batches-bin/` or `cifar-100-binary/`), the official `.tar.gz`, or a
 /// folder holding that archive.
+///
+/// Hostile or damaged input costs little: a file or member larger than the official one (or
+/// not whole records) is refused by its size before it is read, and an archive may decompress
+/// only its CIFAR members plus 4 MiB (see the `archive` module for everything it checks).
 pub fn load_cifar(kind: CifarKind, path: &Path, split: Split) -> Result<Dataset, DataError> {
     let mut images = Vec::new();
     let mut labels = Vec::new();
-    let files = kind.files(split);
     let location = match locate(kind, path, split)? {
         Source::Folder(dir) => {
-            for name in files {
-                let file = dir.join(name);
-                if !file.is_file() {
-                    return Err(DataError::MissingFile {
-                        file: (*name).into(),
-                        looked_in: dir.display().to_string(),
-                    });
-                }
-                let bytes = fs::read(&file).map_err(|source| DataError::Read {
-                    path: file.clone(),
-                    source,
-                })?;
-                parse_records(
-                    kind,
-                    &file.display().to_string(),
-                    &bytes,
-                    &mut images,
-                    &mut labels,
-                )?;
+            for name in kind.files(split) {
+                read_file(kind, &dir, name, &mut images, &mut labels)?;
             }
             dir.display().to_string()
         }
         Source::Archive(archive) => {
-            let mut members = read_archive_members(&archive, files)?;
-            for name in files {
-                let bytes = members
-                    .remove(*name)
-                    .ok_or_else(|| DataError::MissingFile {
-                        file: (*name).into(),
-                        looked_in: archive.display().to_string(),
-                    })?;
-                let label = format!("{}:{name}", archive.display());
-                parse_records(kind, &label, &bytes, &mut images, &mut labels)?;
-            }
+            archive::read_split(kind, &archive, split, &mut images, &mut labels)?;
             archive.display().to_string()
         }
     };
@@ -162,6 +139,55 @@ pub fn load_cifar(kind: CifarKind, path: &Path, split: Split) -> Result<Dataset,
         });
     }
     Dataset::new(ImageShape::CIFAR, kind.num_classes(), images, labels)
+}
+
+/// Appends the records of `dir/name`, refusing it by its size before reading when it is larger
+/// than the official file or not a whole number of records.
+fn read_file(
+    kind: CifarKind,
+    dir: &Path,
+    name: &str,
+    images: &mut Vec<u8>,
+    labels: &mut Vec<usize>,
+) -> Result<(), DataError> {
+    let path = dir.join(name);
+    let read_error = |error| DataError::Read {
+        path: path.clone(),
+        error,
+    };
+    // Checked before opening (opening a pipe blocks) and again on the handle opened.
+    match fs::metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(DataError::MissingFile {
+                file: name.into(),
+                looked_in: dir.display().to_string(),
+            })
+        }
+        Err(e) => return Err(read_error(e)),
+        Ok(meta) if !meta.is_file() => return Err(DataError::NotAFile { path }),
+        Ok(_) => {}
+    }
+    let file = File::open(&path).map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        return Err(DataError::NotAFile { path });
+    }
+    let declared = meta.len();
+    let label = path.display().to_string();
+    let len = check_len(kind, name, &label, declared)?;
+    let mut reader = BufReader::new(file);
+    read_records(kind, &label, &mut reader, len, images, labels).map_err(|f| match f {
+        ReadFailure::Io(error) => read_error(error),
+        ReadFailure::Data(e) => e,
+    })?;
+    let mut extra = [0u8; 1];
+    match reader.read(&mut extra).map_err(read_error)? {
+        0 => Ok(()),
+        _ => Err(DataError::Changed {
+            file: label,
+            declared,
+        }),
+    }
 }
 
 /// Like [`load_cifar`], detecting the kind first with [`detect_cifar_kind`].
@@ -178,13 +204,11 @@ pub fn detect_cifar_kind(path: &Path) -> Result<CifarKind, DataError> {
         return Err(DataError::NotFound { path: path.into() });
     }
     if path.is_file() {
-        let name = file_name(path);
         // "cifar-100" contains "cifar-10", so test the longer name first.
-        if name.contains("cifar-100") {
-            return Ok(CifarKind::Hundred);
-        }
-        if name.contains("cifar-10") {
-            return Ok(CifarKind::Ten);
+        match file_name(path) {
+            Some(name) if name.contains("cifar-100") => return Ok(CifarKind::Hundred),
+            Some(name) if name.contains("cifar-10") => return Ok(CifarKind::Ten),
+            _ => {}
         }
         return detect_in_archive(path);
     }
@@ -202,22 +226,7 @@ pub fn detect_cifar_kind(path: &Path) -> Result<CifarKind, DataError> {
 }
 
 fn detect_in_archive(path: &Path) -> Result<CifarKind, DataError> {
-    let archive_error = |source| DataError::Archive {
-        path: path.into(),
-        source,
-    };
-    let mut archive = open_archive(path)?;
-    for entry in archive.entries().map_err(archive_error)? {
-        let entry = entry.map_err(archive_error)?;
-        let entry_path = entry.path().map_err(archive_error)?;
-        let name = file_name(&entry_path);
-        for kind in [CifarKind::Ten, CifarKind::Hundred] {
-            if kind.all_files().any(|f| f == name) {
-                return Ok(kind);
-            }
-        }
-    }
-    Err(DataError::NotCifar { path: path.into() })
+    archive::detect_kind(path)?.ok_or_else(|| DataError::NotCifar { path: path.into() })
 }
 
 fn locate(kind: CifarKind, path: &Path, split: Split) -> Result<Source, DataError> {
@@ -249,104 +258,9 @@ fn locate(kind: CifarKind, path: &Path, split: Split) -> Result<Source, DataErro
     })
 }
 
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn open_archive(path: &Path) -> Result<tar::Archive<GzDecoder<BufReader<File>>>, DataError> {
-    let file = File::open(path).map_err(|source| DataError::Read {
-        path: path.into(),
-        source,
-    })?;
-    Ok(tar::Archive::new(GzDecoder::new(BufReader::new(file))))
-}
-
-/// Reads the regular-file members named (by file name, whatever their folder) in `wanted`,
-/// stopping as soon as all are found.
-fn read_archive_members(
-    path: &Path,
-    wanted: &[&str],
-) -> Result<HashMap<String, Vec<u8>>, DataError> {
-    let archive_error = |source| DataError::Archive {
-        path: path.into(),
-        source,
-    };
-    let mut archive = open_archive(path)?;
-    let mut members = HashMap::new();
-    for entry in archive.entries().map_err(archive_error)? {
-        let mut entry = entry.map_err(archive_error)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let name = file_name(&entry.path().map_err(archive_error)?);
-        if !wanted.contains(&name.as_str()) || members.contains_key(&name) {
-            continue;
-        }
-        let mut bytes = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut bytes).map_err(archive_error)?;
-        members.insert(name, bytes);
-        if members.len() == wanted.len() {
-            break;
-        }
-    }
-    Ok(members)
-}
-
-/// Appends the records of one file, checking its length and every label.
-fn parse_records(
-    kind: CifarKind,
-    file: &str,
-    bytes: &[u8],
-    images: &mut Vec<u8>,
-    labels: &mut Vec<usize>,
-) -> Result<(), DataError> {
-    let record_len = kind.record_len();
-    let trailing = bytes.len() % record_len;
-    if trailing != 0 {
-        return Err(DataError::TruncatedRecord {
-            file: file.into(),
-            len: bytes.len(),
-            record_len,
-            trailing,
-        });
-    }
-    let out_of_range = |record, which, label, num_classes| DataError::LabelOutOfRange {
-        file: file.into(),
-        record,
-        which,
-        label,
-        num_classes,
-    };
-    images.reserve(bytes.len() / record_len * ImageShape::CIFAR.len());
-    for (record, chunk) in bytes.chunks_exact(record_len).enumerate() {
-        let label = match kind {
-            CifarKind::Ten => usize::from(chunk[0]),
-            CifarKind::Hundred => {
-                let coarse = usize::from(chunk[0]);
-                if coarse >= CIFAR100_COARSE_CLASSES {
-                    return Err(out_of_range(
-                        record,
-                        "coarse label",
-                        coarse,
-                        CIFAR100_COARSE_CLASSES,
-                    ));
-                }
-                usize::from(chunk[1])
-            }
-        };
-        if label >= kind.num_classes() {
-            let which = match kind {
-                CifarKind::Ten => "label",
-                CifarKind::Hundred => "fine label",
-            };
-            return Err(out_of_range(record, which, label, kind.num_classes()));
-        }
-        labels.push(label);
-        images.extend_from_slice(&chunk[kind.label_bytes()..]);
-    }
-    Ok(())
+/// The file name of a path the user gave, for recognising the official archive names.
+fn file_name(path: &Path) -> Option<String> {
+    path.file_name().map(|n| n.to_string_lossy().into_owned())
 }
 
 /// Writes `dataset` as one CIFAR-10 binary file. It must hold 3×32×32 images of 10 classes,
@@ -384,9 +298,9 @@ pub fn write_cifar100_folder(dir: &Path, train: &Dataset, test: &Dataset) -> Res
 }
 
 fn create_dir(dir: &Path) -> Result<(), DataError> {
-    fs::create_dir_all(dir).map_err(|source| DataError::Write {
+    fs::create_dir_all(dir).map_err(|error| DataError::Write {
         path: dir.into(),
-        source,
+        error,
     })
 }
 
@@ -404,9 +318,9 @@ fn write_records(
             dataset.num_classes()
         )));
     }
-    let write_error = |source| DataError::Write {
+    let write_error = |error| DataError::Write {
         path: path.into(),
-        source,
+        error,
     };
     let file = File::create(path).map_err(write_error)?;
     let mut out = BufWriter::new(file);

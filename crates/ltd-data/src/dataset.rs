@@ -32,7 +32,8 @@ impl ImageShape {
 
     /// Whether one image holds no values at all.
     pub const fn is_empty(&self) -> bool {
-        self.len() == 0
+        // Without multiplying, so a huge shape cannot overflow here.
+        self.channels == 0 || self.height == 0 || self.width == 0
     }
 }
 
@@ -84,7 +85,21 @@ impl Dataset {
         if num_classes == 0 {
             return Err(DataError::InvalidDataset("zero classes".into()));
         }
-        let expected = labels.len() * shape.len();
+        // Checked: a caller's shape or label count must not wrap around into a match.
+        let expected = shape
+            .channels
+            .checked_mul(shape.height)
+            .and_then(|n| n.checked_mul(shape.width))
+            .and_then(|n| n.checked_mul(labels.len()));
+        let Some(expected) = expected else {
+            return Err(DataError::InvalidDataset(format!(
+                "{} images of {}×{}×{} overflow the address space",
+                labels.len(),
+                shape.channels,
+                shape.height,
+                shape.width
+            )));
+        };
         if images.len() != expected {
             return Err(DataError::InvalidDataset(format!(
                 "{} labels of {}×{}×{} images need {expected} bytes, got {}",

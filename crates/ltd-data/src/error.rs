@@ -28,29 +28,70 @@ pub enum DataError {
     #[error("{path} holds both CIFAR-10 and CIFAR-100 data: load it with an explicit CifarKind")]
     AmbiguousCifarKind { path: PathBuf },
 
-    /// The operating system refused a read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// The operating system refused a read. The cause is part of the message and not chained as
+    /// a `source`, so `{:#}` printers show the reason once.
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: io::Error },
 
     /// The operating system refused a write.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: io::Error },
+
+    /// The archive is not valid gzip (from its first two bytes on) or not a valid tar stream.
+    #[error("{path} is not a readable .tar.gz archive: {error}")]
+    Archive { path: PathBuf, error: io::Error },
+
+    /// The archive decompresses to more bytes outside the CIFAR files than an archive of CIFAR
+    /// holds (a few KB of headers and text): a decompression bomb, or not a CIFAR archive.
+    #[error(
+        "{path}: more than {limit} decompressed bytes outside the CIFAR record files; \
+         refusing to decompress further"
+    )]
+    ArchiveTooLarge { path: PathBuf, limit: u64 },
+
+    /// A path named like a CIFAR file is a folder, device or pipe: reading it could block or
+    /// never end.
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+
+    /// An archive member named like a CIFAR file is a link, folder or other non-file entry.
+    #[error("{file} is a {entry_type}, not a regular file")]
+    MemberNotAFile { file: String, entry_type: String },
+
+    /// Two archive members carry the same CIFAR file name: which one is meant is ambiguous
+    /// (`tar` extracts the last, a streaming reader would see the first), so neither is used.
+    #[error("{archive} holds {name} twice (as {first} and as {second})")]
+    DuplicateMember {
+        archive: PathBuf,
+        name: String,
+        first: String,
+        second: String,
     },
 
-    /// The archive is not valid gzip or not a valid tar stream.
-    #[error("{path} is not a readable .tar.gz archive: {source}")]
-    Archive {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
+    /// A file or member declares more bytes than the official file of that name holds.
+    #[error(
+        "{file}: {len} bytes is more than a CIFAR file of this name can hold \
+         ({max_records} records of {record_len} bytes = {max} bytes)"
+    )]
+    TooLarge {
+        file: String,
+        len: u64,
+        max: u64,
+        max_records: u64,
+        record_len: usize,
     },
+
+    /// A file or member ended before the length its size (or tar header) declared.
+    #[error("{file}: ends after {got} of the {declared} bytes its size declares")]
+    ShortRead {
+        file: String,
+        declared: u64,
+        got: u64,
+    },
+
+    /// A file grew while it was being read.
+    #[error("{file}: holds more than the {declared} bytes its size declared when opened (it changed while being read)")]
+    Changed { file: String, declared: u64 },
 
     /// A binary file does not hold a whole number of records.
     #[error(
@@ -92,3 +133,24 @@ pub enum DataError {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
 }
+
+/// Text taken from a file (a member's name, a parser's message quoting header bytes) made safe
+/// for a one-line message: control characters escaped, at most [`QUOTE_MAX`] characters kept.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == QUOTE_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Characters of file-borne text an error quotes.
+const QUOTE_MAX: usize = 160;
