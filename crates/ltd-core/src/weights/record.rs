@@ -47,6 +47,9 @@ pub fn load<B: Backend, M: Module<B>>(
     // Loading a record only moves tensors into place; checking the result before handing it out
     // turns a record of another shape into an error instead of a panic in a forward pass.
     let found = shapes(&loaded);
+    if found.len() != expected.len() {
+        return Err(error(path, "the record holds another set of parameters"));
+    }
     if let Some(((key, want), (_, got))) = expected.iter().zip(&found).find(|(a, b)| a != b) {
         return Err(error(
             path,

@@ -100,7 +100,7 @@ pub fn read_zip<R: Read + Seek>(reader: R, len: u64) -> Result<Tensors, String> 
         check_view(&name, &tensor)?;
         if !tensor.storage.dtype.is_float() {
             tensors.push((name, gather(&[], tensor.storage.dtype, &tensor.view)));
-            continue;
+            continue; // never read
         }
         if !storages.contains_key(&member) {
             let bytes = read_member(&mut zip, &member, &mut budget)?;
