@@ -319,3 +319,29 @@ fn mutated_burn_records_never_panic() {
     });
     assert!(accepted > 0 && accepted < 1000, "{accepted} accepted");
 }
+
+#[test]
+fn a_legacy_storage_named_with_two_dtypes_is_refused() {
+    // Sized for the float view named last: the double view must not read past it.
+    let tensor = |class: &str| {
+        let mut t =
+            b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\n".to_vec();
+        t.extend_from_slice(class.as_bytes());
+        t.extend_from_slice(
+            b"\nX\x01\x00\x00\x00kX\x03\x00\x00\x00cpuK\x04NtQK\x00K\x04\x85K\x01\x85\x89)tR",
+        );
+        t
+    };
+    let mut file = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    file.extend_from_slice(b"\x80\x02M\xe9\x03.");
+    file.extend_from_slice(b"\x80\x02}X\x0d\x00\x00\x00little_endian\x88s.");
+    file.extend_from_slice(b"\x80\x02}(X\x01\x00\x00\x00a");
+    file.extend(tensor("DoubleStorage"));
+    file.extend_from_slice(b"X\x01\x00\x00\x00b");
+    file.extend(tensor("FloatStorage"));
+    file.extend_from_slice(b"u.\x80\x02]X\x01\x00\x00\x00ka.");
+    file.extend_from_slice(&4u64.to_le_bytes());
+    file.extend_from_slice(&[0; 16]);
+    let error = refused(&file, Format::PyTorch);
+    assert!(error.contains("used with two different dtypes"), "{error}");
+}

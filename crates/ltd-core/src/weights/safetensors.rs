@@ -37,7 +37,7 @@ pub fn read<R: Read + Seek>(mut reader: R, len: u64) -> Result<Tensors, String> 
     for (name, dtype, shape, start, end) in entries {
         let view = View::contiguous(shape);
         if !dtype.is_float() {
-            tensors.push((name, gather(&[], dtype, &view)));
+            tensors.push((name, gather(&[], dtype, &view)?));
             continue;
         }
         let bytes = (end - start) as usize;
@@ -47,7 +47,8 @@ pub fn read<R: Read + Seek>(mut reader: R, len: u64) -> Result<Tensors, String> 
             .seek(SeekFrom::Start(data_start + start))
             .and_then(|_| reader.read_exact(&mut data))
             .map_err(|e| format!("`{name}`: {e}"))?;
-        tensors.push((name, gather(&data, dtype, &view)));
+        let stored = gather(&data, dtype, &view).map_err(|e| format!("`{name}`: {e}"))?;
+        tensors.push((name, stored));
     }
     Ok(tensors)
 }

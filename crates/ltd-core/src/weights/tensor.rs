@@ -207,18 +207,20 @@ pub struct StoredTensor {
     pub tensor: HostTensor,
 }
 
-/// Decodes the elements of `view` from `storage` (little-endian `dtype` elements). The view must
-/// have passed [`View::check`] against `storage.len() / dtype.size()`.
-pub fn gather(storage: &[u8], dtype: DType, view: &View) -> StoredTensor {
+/// Decodes the elements of `view` from `storage` (little-endian `dtype` elements); integer
+/// tensors keep their shape only. The view is checked against the bytes here too, so no caller's
+/// mistake can turn into an out-of-bounds read.
+pub fn gather(storage: &[u8], dtype: DType, view: &View) -> Result<StoredTensor, String> {
     let shape = view.shape.clone();
     if !dtype.is_float() {
         let values = Vec::new();
-        return StoredTensor {
+        return Ok(StoredTensor {
             dtype,
             tensor: HostTensor { shape, values },
-        };
+        });
     }
     let size = dtype.size();
+    view.check(storage.len() / size)?;
     let numel: usize = view.shape.iter().product();
     let element = |i: usize| dtype.decode(&storage[i * size..(i + 1) * size]);
     let values = if numel == 0 {
@@ -247,10 +249,10 @@ pub fn gather(storage: &[u8], dtype: DType, view: &View) -> StoredTensor {
         }
         values
     };
-    StoredTensor {
+    Ok(StoredTensor {
         dtype,
         tensor: HostTensor { shape, values },
-    }
+    })
 }
 
 #[cfg(test)]
@@ -270,7 +272,7 @@ mod tests {
             offset: 0,
         };
         assert_eq!(view.check(6), Ok(6));
-        let t = gather(&storage, DType::F32, &view).tensor;
+        let t = gather(&storage, DType::F32, &view).unwrap().tensor;
         assert_eq!(t.values, vec![0., 3., 1., 4., 2., 5.]);
     }
 
@@ -293,10 +295,14 @@ mod tests {
             .iter()
             .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
             .collect();
-        let t = gather(&h, DType::BF16, &View::contiguous(vec![2])).tensor;
+        let t = gather(&h, DType::BF16, &View::contiguous(vec![2]))
+            .unwrap()
+            .tensor;
         assert_eq!(t.values, vec![1.5, -2.0]);
         let d: Vec<u8> = 0.25f64.to_le_bytes().to_vec();
-        let t = gather(&d, DType::F64, &View::contiguous(vec![1])).tensor;
+        let t = gather(&d, DType::F64, &View::contiguous(vec![1]))
+            .unwrap()
+            .tensor;
         assert_eq!(t.values, vec![0.25]);
     }
 }

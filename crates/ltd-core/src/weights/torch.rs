@@ -99,7 +99,7 @@ pub fn read_zip<R: Read + Seek>(reader: R, len: u64) -> Result<Tensors, String> 
         }
         check_view(&name, &tensor)?;
         if !tensor.storage.dtype.is_float() {
-            tensors.push((name, gather(&[], tensor.storage.dtype, &tensor.view)));
+            tensors.push((name, gather(&[], tensor.storage.dtype, &tensor.view)?));
             continue; // never read
         }
         if !storages.contains_key(&member) {
@@ -195,6 +195,12 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Tensors, String> {
                 tensor.storage.numel
             ));
         }
+        // One key may be named with two storage classes; the bytes must fit this one's.
+        if range.len() != storage_bytes(&name, &tensor)? {
+            return Err(format!(
+                "`{name}`: its storage `{key}` is used with two different dtypes"
+            ));
+        }
         check_view(&name, &tensor)?;
         let stored = decode(&name, &bytes[range.clone()], &tensor, &mut budget)?;
         tensors.push((name, stored));
@@ -244,5 +250,5 @@ fn decode(
     if tensor.storage.dtype.is_float() {
         budget.spend(numel.saturating_mul(4), &format!("`{name}`"))?;
     }
-    Ok(gather(storage, tensor.storage.dtype, &tensor.view))
+    gather(storage, tensor.storage.dtype, &tensor.view).map_err(|e| format!("`{name}`: {e}"))
 }
