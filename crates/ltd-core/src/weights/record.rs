@@ -32,6 +32,8 @@ pub fn load<B: Backend, M: Module<B>>(
 ) -> Result<M> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
+    // Burn's decoder allocates whatever a length field declares: check them all first.
+    check_msgpack(&bytes).map_err(|reason| error(path, reason))?;
     let expected = shapes(&model);
     // Burn 0.21 decodes records with panics on some malformed input (`ParamId::deserialize`
     // expects a valid id: "Invalid id."). Decoding and moving tensors into place is safe Rust
@@ -57,6 +59,76 @@ pub fn load<B: Backend, M: Module<B>>(
         ));
     }
     Ok(loaded)
+}
+
+/// Walks one MessagePack value without recursion and checks that every declared length and
+/// element count fits in the bytes that follow, so no decoder sizes a buffer beyond the file, and
+/// that every parameter id (a string after an `id` key) is one Burn can decode (its decoder
+/// panics on others).
+fn check_msgpack(bytes: &[u8]) -> Result<(), String> {
+    let truncated = || "not a Burn record (truncated or forged lengths)".to_string();
+    let mut pos = 0usize;
+    let mut pending: u64 = 1;
+    let mut after_id_key = false;
+    let take = |n: usize, pos: &mut usize| -> Result<u64, String> {
+        let field = bytes.get(*pos..*pos + n).ok_or_else(truncated)?;
+        *pos += n;
+        Ok(field.iter().fold(0u64, |v, &b| (v << 8) | b as u64))
+    };
+    while pending > 0 {
+        pending -= 1;
+        let marker = *bytes.get(pos).ok_or_else(truncated)?;
+        pos += 1;
+        // (payload bytes to skip, items that follow)
+        let (skip, items) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (0, 2 * (marker & 0x0f) as u64),
+            0x90..=0x9f => (0, (marker & 0x0f) as u64),
+            0xa0..=0xbf => ((marker & 0x1f) as u64, 0),
+            0xc4 | 0xd9 => (take(1, &mut pos)?, 0),
+            0xc5 | 0xda => (take(2, &mut pos)?, 0),
+            0xc6 | 0xdb => (take(4, &mut pos)?, 0),
+            0xc7 => (take(1, &mut pos)? + 1, 0),
+            0xc8 => (take(2, &mut pos)? + 1, 0),
+            0xc9 => (take(4, &mut pos)? + 1, 0),
+            0xca | 0xce | 0xd2 => (4, 0),
+            0xcb | 0xcf | 0xd3 => (8, 0),
+            0xcc | 0xd0 => (1, 0),
+            0xcd | 0xd1 => (2, 0),
+            0xd4..=0xd8 => (1 + (1u64 << (marker - 0xd4)), 0),
+            0xdc => (0, take(2, &mut pos)?),
+            0xdd => (0, take(4, &mut pos)?),
+            0xde => (0, 2 * take(2, &mut pos)?),
+            0xdf => (0, 2 * take(4, &mut pos)?),
+            0xc1 => return Err("not a Burn record (invalid MessagePack)".into()),
+        };
+        let left = (bytes.len() - pos) as u64;
+        if skip > left {
+            return Err(truncated());
+        }
+        let is_str = matches!(marker, 0xa0..=0xbf | 0xd9..=0xdb);
+        let text = &bytes[pos..pos + skip as usize];
+        if is_str && after_id_key && !valid_param_id(text) {
+            return Err("not a Burn record (invalid parameter id)".into());
+        }
+        after_id_key = is_str && text == b"id";
+        pos += skip as usize;
+        pending += items;
+        // Every item takes at least one byte.
+        if pending > left - skip {
+            return Err(truncated());
+        }
+    }
+    Ok(())
+}
+
+/// Whether Burn's `ParamId::deserialize` accepts `id` without panicking: base32 (DNSSEC
+/// alphabet) of at most 8 bytes, or a UUID.
+fn valid_param_id(id: &[u8]) -> bool {
+    match data_encoding::BASE32_DNSSEC.decode(id) {
+        Ok(bytes) => bytes.len() <= 8,
+        Err(_) => uuid::Uuid::try_parse_ascii(id).is_ok(),
+    }
 }
 
 /// Every float parameter's path and shape, in module order.
