@@ -57,6 +57,16 @@ pub enum LtdError {
         /// The file's shape.
         found: Vec<usize>,
     },
+    /// A tensor whose dtype or values cannot be loaded into a model.
+    #[error("checkpoint {path}: `{key}` {reason}")]
+    InvalidTensor {
+        /// The file.
+        path: PathBuf,
+        /// The PyTorch name of the tensor.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Training diverged.
     #[error("the training loss became {loss} at step {step}; stopping (lower the learning rate?)")]
     NonFiniteLoss {

@@ -9,25 +9,26 @@ use crate::{LtdError, Result};
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, synced, then renamed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    with_atomic_path(path, |tmp| {
-        let mut file = fs::File::create(tmp).map_err(|e| LtdError::io(tmp, e))?;
-        file.write_all(bytes).map_err(|e| LtdError::io(tmp, e))?;
-        file.sync_all().map_err(|e| LtdError::io(tmp, e))
-    })
+    let mut tmp = temp_sibling(path)?;
+    let tmp_path = tmp.path().to_path_buf();
+    let file = tmp.as_file_mut();
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| LtdError::io(&tmp_path, e))?;
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| LtdError::io(path, e.error))
 }
 
-/// Lets `write` produce the file at a temporary path, then moves it to `path`.
+/// Lets `write` produce the file at a temporary path, then moves it to `path`. The temporary file
+/// is created exclusively under a random name beside `path` (never a predictable name an attacker
+/// could plant a symlink at) and removed if anything fails.
 pub fn with_atomic_path(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).map_err(|e| LtdError::io(dir, e))?;
-    }
-    let tmp = temp_sibling(path);
-    let result =
-        write(&tmp).and_then(|()| fs::rename(&tmp, path).map_err(|e| LtdError::io(path, e)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    let tmp = temp_sibling(path)?;
+    write(tmp.path())?;
+    tmp.persist(path)
+        .map(drop)
+        .map_err(|e| LtdError::io(path, e.error))
 }
 
 /// Writes tensors given as `(name, dtype, shape, little-endian bytes)` as one safetensors file,
@@ -60,10 +61,68 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn temp_sibling(path: &Path) -> PathBuf {
+/// An exclusively created (`O_EXCL`), randomly named file beside `path`, deleted on drop.
+fn temp_sibling(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => {
+            fs::create_dir_all(dir).map_err(|e| LtdError::io(dir, e))?;
+            dir
+        }
+        None => Path::new("."),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // The file becomes `path`: give it the permissions `File::create` would (0666 less the
+    // umask), not tempfile's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    builder.tempfile_in(dir).map_err(|e| LtdError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_ignore_planted_files_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("report.json");
+        // The name the old writer would have used, planted as a symlink to the victim.
+        let planted = dir
+            .path()
+            .join(format!(".report.json.{}.tmp", std::process::id()));
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        with_atomic_path(&path, |tmp| {
+            fs::write(tmp, b"newer").map_err(|e| LtdError::io(tmp, e))
+        })
+        .unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut expected = vec!["report.json".to_string(), "victim".to_string()];
+        if cfg!(unix) {
+            expected.insert(
+                0,
+                planted.file_name().unwrap().to_str().unwrap().to_string(),
+            );
+        }
+        assert_eq!(names, expected);
+        let failed = with_atomic_path(&path, |_| Err(LtdError::InvalidInput("boom".into())));
+        assert!(failed.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"newer");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), expected.len());
+    }
 }
