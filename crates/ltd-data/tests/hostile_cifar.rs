@@ -36,7 +36,7 @@ fn assert_reported(err: &DataError, names: &[&str], reason: &str) {
 /// Writes a gzip of: `before` members, then a member of `path` whose header declares
 /// `declared` bytes, followed by `zeros` zero bytes of data (then the stream just ends).
 fn write_bomb(archive: &Path, before: &[Member], path: &str, kind: u8, declared: u64, zeros: u64) {
-    let mut gz = GzEncoder::new(File::create(archive).unwrap(), Compression::fast());
+    let mut gz = GzEncoder::new(File::create(archive).unwrap(), Compression::best());
     gz.write_all(&tar(before)[..tar(before).len() - 1024])
         .unwrap();
     let mut member = Member::file(path, Vec::new());
