@@ -15,13 +15,7 @@ fn device() -> burn::tensor::Device<AD> {
 }
 
 fn assert_one_line(error: impl std::fmt::Display, path: &Path) {
-    let text = error.to_string();
-    assert!(!text.contains('\n'), "more than one line: {text}");
-    assert!(
-        text.contains(&path.display().to_string()),
-        "{text} does not name {}",
-        path.display()
-    );
+    assert_error_line(error, path, "");
 }
 
 #[test]

@@ -35,16 +35,8 @@ fn linear() -> LinearClassifier<B> {
     LinearClassifier::new(vec![0.0; 12], vec![0.0; 3], 4)
 }
 
-/// The error must be one line that names the file and contain `reason`.
 fn assert_refused(error: LtdError, path: &Path, reason: &str) {
-    let text = error.to_string();
-    assert!(!text.contains('\n'), "more than one line: {text}");
-    assert!(
-        text.contains(&path.display().to_string()),
-        "{text} does not name {}",
-        path.display()
-    );
-    assert!(text.contains(reason), "`{text}` does not say `{reason}`");
+    assert_error_line(error, path, reason);
 }
 
 #[test]

@@ -20,6 +20,18 @@ pub fn fixture(name: &str) -> PathBuf {
     }
 }
 
+/// An error must be one line that names `path` and says `reason`.
+pub fn assert_error_line(error: impl std::fmt::Display, path: &std::path::Path, reason: &str) {
+    let text = error.to_string();
+    assert!(!text.contains('\n'), "more than one line: {text}");
+    assert!(
+        text.contains(&path.display().to_string()),
+        "{text} does not name {}",
+        path.display()
+    );
+    assert!(text.contains(reason), "`{text}` does not say `{reason}`");
+}
+
 /// One f32 tensor of a safetensors fixture.
 pub fn fixture_tensor<Bk: Backend, const D: usize>(file: &str, key: &str) -> Tensor<Bk, D> {
     let mut store = SafetensorsStore::from_file(fixture(file));
