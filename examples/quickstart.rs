@@ -121,9 +121,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let clock = Instant::now();
-    <Train as burn::tensor::backend::Backend>::seed(&device, args.seed);
     let teacher = stage("teacher").train(
-        arch.init::<Train>(train.num_classes(), None, &device)?,
+        arch.init_seeded::<Train>(train.num_classes(), None, args.seed, &device)?,
         &Natural::default(),
         &train,
         &test,
@@ -153,8 +152,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ),
     ]
     .map(|(dir, name, labels)| {
-        <Train as burn::tensor::backend::Backend>::seed(&device, args.seed + 1);
-        let model = arch.init::<Train>(train.num_classes(), None, &device);
+        let model = arch.init_seeded::<Train>(train.num_classes(), None, args.seed + 1, &device);
         (dir, name, labels, model)
     });
     let student = |(dir, name, labels, model): (&'static str, String, Labels<_>, _)| {

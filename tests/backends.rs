@@ -102,8 +102,9 @@ impl World {
         let device = Default::default();
         let all: Vec<usize> = (0..IMAGES).collect();
         for (name, seed) in [("model", 1), ("teacher", 2)] {
-            <Flex as Backend>::seed(&device, seed);
-            let mut model = Arch::WRN_10_1.init::<Flex>(10, None, &device).unwrap();
+            let mut model = Arch::WRN_10_1
+                .init_seeded::<Flex>(10, None, seed, &device)
+                .unwrap();
             let (x, _) = batch_tensors::<Flex>(&synthetic.test.batch(&all).unwrap(), &device);
             for _ in 0..3 {
                 let _ = model.forward(x.clone(), Mode::Train);

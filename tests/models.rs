@@ -205,3 +205,66 @@ fn a_fresh_model_and_its_clone_hold_the_same_weights() {
     let copy = model.clone();
     assert_eq!(running_stats(&model), running_stats(&copy));
 }
+
+#[test]
+fn initial_weights_follow_the_seed_and_the_reference_distributions() {
+    use burn_store::ModuleSnapshot;
+    let init = |seed| {
+        let model = Arch::WRN_16_2
+            .init_seeded::<B>(10, None, seed, &Default::default())
+            .unwrap();
+        model
+            .collect(None, None, true)
+            .into_iter()
+            .map(|s| {
+                let v = s.to_data().unwrap().convert::<f32>().to_vec().unwrap();
+                (s.full_path(), s.shape.to_vec(), v)
+            })
+            .collect::<Vec<(String, Vec<usize>, Vec<f32>)>>()
+    };
+    let weights = init(3);
+    assert!(weights == init(3), "one seed, one network");
+    assert!(weights != init(4), "another seed, another network");
+    for (name, shape, values) in &weights {
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let std = (values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        match shape.as_slice() {
+            // Convolution [out, in, k, k]: N(0, √(2 / (k²·out))).
+            [out, _, k, _] => {
+                let expected = (2.0 / (k * k * out) as f64).sqrt();
+                assert!(
+                    mean.abs() < 5.0 * expected / n.sqrt(),
+                    "{name}: mean {mean}"
+                );
+                let relative = (std / expected - 1.0).abs();
+                assert!(
+                    relative < 5.0 / (2.0 * n).sqrt(),
+                    "{name}: std {std} vs {expected}"
+                );
+            }
+            // Linear [in, out]: U(±1/√in), whose standard deviation is bound/√3.
+            [input, _] => {
+                let bound = 1.0 / (*input as f64).sqrt();
+                assert!(values.iter().all(|&v| (v as f64).abs() <= bound), "{name}");
+                let relative = (std / (bound / 3f64.sqrt()) - 1.0).abs();
+                assert!(relative < 0.15, "{name}: std {std} for bound {bound}");
+            }
+            // Linear bias and BatchNorm: PyTorch's constants.
+            [_] => {
+                let expected = if name.ends_with("gamma") || name.ends_with("running_var") {
+                    1.0
+                } else {
+                    0.0
+                };
+                assert!(values.iter().all(|&v| v == expected), "{name}: {values:?}");
+            }
+            _ => panic!("{name}: unexpected shape {shape:?}"),
+        }
+    }
+}

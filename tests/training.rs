@@ -275,16 +275,10 @@ fn tiny_fit(
     }
     .generate()
     .unwrap();
-    <AD as burn::tensor::backend::Backend>::seed(&device(), 11);
-    let model = Arch::WRN_10_1.init::<AD>(10, None, &device()).unwrap();
-    // Initial weights come from a file so both runs start identically.
-    let init = dir.join("init.mpk");
-    let model = if init.exists() {
-        ltd::core::weights::load(model, &init, &device()).unwrap()
-    } else {
-        ltd::core::weights::save(&model, &init).unwrap();
-        model
-    };
+    // Seeded initial weights are drawn on the host: both runs start identically.
+    let model = Arch::WRN_10_1
+        .init_seeded::<AD>(10, None, 11, &device())
+        .unwrap();
     let objective = Madry::<AD> {
         attack: ltd::core::attacks::Pgd::new(
             ltd::core::attacks::ThreatModel::cifar_linf(),
@@ -344,7 +338,6 @@ fn training_is_deterministic() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let (first, _) = tiny_fit(a.path(), None, false);
-    std::fs::copy(a.path().join("init.mpk"), b.path().join("init.mpk")).unwrap();
     let (second, _) = tiny_fit(b.path(), None, false);
     assert!(
         tensors(&first) == tensors(&second),
@@ -359,11 +352,6 @@ fn resume_after_an_interruption_gives_bit_identical_weights() {
     assert_eq!(outcome, FitOutcome::Finished);
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        whole_dir.path().join("init.mpk"),
-        dir.path().join("init.mpk"),
-    )
-    .unwrap();
     let (_, outcome) = tiny_fit(dir.path(), Some(2), false);
     assert_eq!(outcome, FitOutcome::Stopped);
     let (resumed, outcome) = tiny_fit(dir.path(), None, true);

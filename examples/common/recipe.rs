@@ -219,8 +219,7 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
     // Stage 1.
     let mut teacher = None;
     if runs(Stages::Teacher) && needs_teacher && args.teacher.is_none() {
-        <Train as burn::tensor::backend::Backend>::seed(&device, args.seed);
-        let model = teacher_arch.init::<Train>(classes, None, &device)?;
+        let model = teacher_arch.init_seeded::<Train>(classes, None, args.seed, &device)?;
         let epochs = args.teacher_epochs.unwrap_or(args.epochs);
         let (objective, label) = match args.defensive_distillation {
             Some(t) => (
@@ -261,8 +260,7 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
             let model = teacher_arch.init::<Train>(classes, None, &device)?;
             load_weights(model, &path, &device)
         };
-        <Train as burn::tensor::backend::Backend>::seed(&device, args.seed + 1);
-        let model = arch.init::<Train>(classes, None, &device)?;
+        let model = arch.init_seeded::<Train>(classes, None, args.seed + 1, &device)?;
         let awp = args.awp.then(|| Awp {
             gamma: args.awp_gamma,
             warmup_epochs: args.awp_warmup,

@@ -60,16 +60,28 @@ impl Arch {
         widen: 4,
     };
 
-    /// Builds the network with fresh weights, checking the configuration.
+    /// Builds the network with the initial weights of seed 0, checking the configuration.
     pub fn init<B: Backend>(
         self,
         num_classes: usize,
         normalization: Option<Normalization>,
         device: &B::Device,
     ) -> Result<Network<B>> {
+        self.init_seeded(num_classes, normalization, 0, device)
+    }
+
+    /// [`Arch::init`] with the initial weights of `seed`. The weights are drawn on the host, so
+    /// a seed gives the same network on every backend.
+    pub fn init_seeded<B: Backend>(
+        self,
+        num_classes: usize,
+        normalization: Option<Normalization>,
+        seed: u64,
+        device: &B::Device,
+    ) -> Result<Network<B>> {
         Ok(match self {
             Arch::WideResNet { depth, widen } => {
-                let mut config = WideResNetConfig::new(depth, widen, num_classes)?;
+                let mut config = WideResNetConfig::new(depth, widen, num_classes)?.with_seed(seed);
                 config.normalization = normalization;
                 Network::WideResNet(config.init(device))
             }
@@ -79,7 +91,7 @@ impl Arch {
                         "a ResNet needs at least one class".into(),
                     ));
                 }
-                let mut config = ResNetConfig::new(kind, num_classes);
+                let mut config = ResNetConfig::new(kind, num_classes).with_seed(seed);
                 config.normalization = normalization;
                 Network::ResNet(config.init(device))
             }

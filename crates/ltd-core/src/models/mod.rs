@@ -3,7 +3,7 @@
 
 mod arch;
 mod batch_norm;
-mod conv;
+mod init;
 mod mode;
 mod network;
 mod normalization;
@@ -47,19 +47,4 @@ pub fn parameter_count<B: Backend, M: Module<B>>(module: &M) -> usize {
         })
         .map(|s| s.shape.iter().product::<usize>())
         .sum()
-}
-
-/// Forces Burn's lazily initialised parameters to take their values now. A lazily initialised
-/// parameter draws its value on first use, separately in every clone: without this, saving a
-/// fresh model (which clones it) and then training it would save weights the run never had,
-/// and a teacher copied into a student would not be a copy.
-pub(crate) fn materialize<B: Backend, M: Module<B>>(model: M) -> M {
-    struct Touch;
-    impl<B: Backend> burn::module::ModuleVisitor<B> for Touch {
-        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
-            let _ = param.val();
-        }
-    }
-    model.visit(&mut Touch);
-    model
 }

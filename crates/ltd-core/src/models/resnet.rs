@@ -4,13 +4,13 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::conv::conv;
+use super::init::Init;
 use super::{BatchNorm, Classifier, Mode, Normalization};
 
 /// Which torchvision ResNet.
@@ -33,6 +33,9 @@ pub struct ResNetConfig {
     pub num_classes: usize,
     /// Optional input normalisation (torchvision checkpoints expect ImageNet statistics).
     pub normalization: Option<Normalization>,
+    /// Seed of the initial weights (drawn on the host: the same network on every backend).
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl ResNetConfig {
@@ -42,12 +45,19 @@ impl ResNetConfig {
             kind,
             num_classes,
             normalization: None,
+            seed: 0,
         }
     }
 
     /// Adds input normalisation in front of the network.
     pub fn with_normalization(mut self, normalization: Normalization) -> Self {
         self.normalization = Some(normalization);
+        self
+    }
+
+    /// Draws the initial weights from `seed` instead of 0.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
         self
     }
 
@@ -59,6 +69,8 @@ impl ResNetConfig {
             ResNetKind::WideResNet50_2 => ([3, 4, 6, 3], true, 2),
         };
         let expansion = if bottleneck { 4 } else { 1 };
+        let mut init = Init::new(self.seed, device);
+        let conv1 = init.conv([3, 64], 7, 2, 3);
         let mut input = 64;
         let mut layers = Vec::with_capacity(4);
         for (stage, &count) in blocks.iter().enumerate() {
@@ -71,7 +83,7 @@ impl ResNetConfig {
                         planes,
                         if i == 0 { stride } else { 1 },
                         bottleneck.then_some(planes * width_factor),
-                        device,
+                        &mut init,
                     );
                     input = planes * expansion;
                     block
@@ -80,18 +92,16 @@ impl ResNetConfig {
             layers.push(layer);
         }
         let mut layers = layers.into_iter();
-        let mut fc = LinearConfig::new(512 * expansion, self.num_classes).init(device);
-        fc.bias = fc.bias.map(|b| b.map(|t| t.zeros_like()));
-        super::materialize(ResNet {
-            conv1: conv([3, 64], 7, 2, 3, device),
+        ResNet {
+            conv1,
             bn1: BatchNorm::new(64, device),
             layer1: layers.next().unwrap_or_default(),
             layer2: layers.next().unwrap_or_default(),
             layer3: layers.next().unwrap_or_default(),
             layer4: layers.next().unwrap_or_default(),
-            fc,
+            fc: init.linear(512 * expansion, self.num_classes),
             normalization: self.normalization.clone(),
-        })
+        }
     }
 }
 
@@ -136,15 +146,16 @@ impl<B: Backend> Block<B> {
         planes: usize,
         stride: usize,
         bottleneck_width: Option<usize>,
-        device: &B::Device,
+        init: &mut Init<B>,
     ) -> Self {
+        let device = init.device();
         let (output, block) = match bottleneck_width {
             None => (
                 planes,
                 Self {
-                    conv1: conv([input, planes], 3, stride, 1, device),
+                    conv1: init.conv([input, planes], 3, stride, 1),
                     bn1: BatchNorm::new(planes, device),
-                    conv2: conv([planes, planes], 3, 1, 1, device),
+                    conv2: init.conv([planes, planes], 3, 1, 1),
                     bn2: BatchNorm::new(planes, device),
                     conv3: None,
                     bn3: None,
@@ -154,18 +165,18 @@ impl<B: Backend> Block<B> {
             Some(width) => (
                 planes * 4,
                 Self {
-                    conv1: conv([input, width], 1, 1, 0, device),
+                    conv1: init.conv([input, width], 1, 1, 0),
                     bn1: BatchNorm::new(width, device),
-                    conv2: conv([width, width], 3, stride, 1, device),
+                    conv2: init.conv([width, width], 3, stride, 1),
                     bn2: BatchNorm::new(width, device),
-                    conv3: Some(conv([width, planes * 4], 1, 1, 0, device)),
+                    conv3: Some(init.conv([width, planes * 4], 1, 1, 0)),
                     bn3: Some(BatchNorm::new(planes * 4, device)),
                     downsample: None,
                 },
             ),
         };
         let downsample = (stride != 1 || input != output).then(|| Downsample {
-            conv: conv([input, output], 1, stride, 0, device),
+            conv: init.conv([input, output], 1, stride, 0),
             bn: BatchNorm::new(output, device),
         });
         Self {

@@ -3,13 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::conv::conv;
+use super::init::Init;
 use super::{BatchNorm, Classifier, Mode, Normalization};
 use crate::{LtdError, Result};
 
@@ -24,6 +24,9 @@ pub struct WideResNetConfig {
     pub num_classes: usize,
     /// Optional input normalisation (for imported checkpoints that expect it).
     pub normalization: Option<Normalization>,
+    /// Seed of the initial weights (drawn on the host: the same network on every backend).
+    #[serde(default)]
+    pub seed: u64,
 }
 
 impl WideResNetConfig {
@@ -40,6 +43,7 @@ impl WideResNetConfig {
             widen,
             num_classes,
             normalization: None,
+            seed: 0,
         })
     }
 
@@ -49,21 +53,26 @@ impl WideResNetConfig {
         self
     }
 
+    /// Draws the initial weights from `seed` instead of 0.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
     /// Builds the network with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> WideResNet<B> {
         let n = (self.depth - 4) / 6;
         let w = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen];
-        let mut fc = LinearConfig::new(w[3], self.num_classes).init(device);
-        fc.bias = fc.bias.map(|b| b.map(|t| t.zeros_like()));
-        super::materialize(WideResNet {
-            conv1: conv([3, w[0]], 3, 1, 1, device),
-            block1: NetworkBlock::new(n, w[0], w[1], 1, device),
-            block2: NetworkBlock::new(n, w[1], w[2], 2, device),
-            block3: NetworkBlock::new(n, w[2], w[3], 2, device),
+        let mut init = Init::new(self.seed, device);
+        WideResNet {
+            conv1: init.conv([3, w[0]], 3, 1, 1),
+            block1: NetworkBlock::new(n, w[0], w[1], 1, &mut init),
+            block2: NetworkBlock::new(n, w[1], w[2], 2, &mut init),
+            block3: NetworkBlock::new(n, w[2], w[3], 2, &mut init),
             bn1: BatchNorm::new(w[3], device),
-            fc,
+            fc: init.linear(w[3], self.num_classes),
             normalization: self.normalization.clone(),
-        })
+        }
     }
 }
 
@@ -87,13 +96,13 @@ pub struct NetworkBlock<B: Backend> {
 }
 
 impl<B: Backend> NetworkBlock<B> {
-    fn new(n: usize, input: usize, output: usize, stride: usize, device: &B::Device) -> Self {
+    fn new(n: usize, input: usize, output: usize, stride: usize, init: &mut Init<B>) -> Self {
         let layer = (0..n)
             .map(|i| {
                 if i == 0 {
-                    BasicBlock::new(input, output, stride, device)
+                    BasicBlock::new(input, output, stride, init)
                 } else {
-                    BasicBlock::new(output, output, 1, device)
+                    BasicBlock::new(output, output, 1, init)
                 }
             })
             .collect();
@@ -117,13 +126,14 @@ pub struct BasicBlock<B: Backend> {
 }
 
 impl<B: Backend> BasicBlock<B> {
-    fn new(input: usize, output: usize, stride: usize, device: &B::Device) -> Self {
+    fn new(input: usize, output: usize, stride: usize, init: &mut Init<B>) -> Self {
+        let device = init.device();
         Self {
             bn1: BatchNorm::new(input, device),
-            conv1: conv([input, output], 3, stride, 1, device),
+            conv1: init.conv([input, output], 3, stride, 1),
             bn2: BatchNorm::new(output, device),
-            conv2: conv([output, output], 3, 1, 1, device),
-            conv_shortcut: (input != output).then(|| conv([input, output], 1, stride, 0, device)),
+            conv2: init.conv([output, output], 3, 1, 1),
+            conv_shortcut: (input != output).then(|| init.conv([input, output], 1, stride, 0)),
         }
     }
 
