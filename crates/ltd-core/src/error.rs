@@ -29,6 +29,14 @@ pub enum LtdError {
         /// What is wrong with it.
         reason: String,
     },
+    /// An evaluation's state file, adversarial log or report that cannot be used.
+    #[error("{path}: {reason}")]
+    EvaluationFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (or with using it here).
+        reason: String,
+    },
     /// A checkpoint lacks a tensor the model needs.
     #[error("checkpoint {path} has no tensor `{key}` (the model needs it)")]
     MissingKey {
