@@ -941,6 +941,13 @@ struct AdversarialLog(std::fs::File, PathBuf);
 
 impl AdversarialLog {
     fn open(path: &Path, kept: &Adversarial) -> Result<Self> {
+        // Opening follows links: never truncate whatever a link planted here points to.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(LtdError::EvaluationFile {
+                path: path.into(),
+                reason: "the adversarial log is a symbolic link; remove it".into(),
+            });
+        }
         let bytes: u64 = kept.iter().map(|(_, px)| 16 + 4 * px.len() as u64).sum();
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -59,6 +59,12 @@ pub enum OutputError {
         /// What it would have to be (`an AutoAttack report`).
         kind: &'static str,
     },
+    /// A state file of an unfinished evaluation, and the run was not asked to resume it.
+    #[error("{path} holds an unfinished evaluation; pass --resume to continue it, or delete it to start over")]
+    Unfinished {
+        /// The state file.
+        path: PathBuf,
+    },
     /// A symbolic link where the output goes.
     #[error("{role} {path} is a symbolic link; give the real path")]
     Symlink {
@@ -156,12 +162,21 @@ pub struct OutputPlan {
     outputs: Vec<(String, PathBuf, OutputKind)>,
     /// A report path ending in `.md` (flag, path), refused by [`OutputPlan::check`].
     markdown_report: Option<(String, PathBuf)>,
+    /// Whether an existing state file may be continued.
+    resume: bool,
 }
 
 impl OutputPlan {
     /// An empty plan.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the run continues existing state files (`--resume`); without it an existing
+    /// state file is an error rather than silently started over.
+    pub fn resuming(&mut self, resume: bool) -> &mut Self {
+        self.resume = resume;
+        self
     }
 
     /// A file or folder the run reads (`checkpoint`, `data`); no output may be it.
@@ -273,6 +288,9 @@ impl OutputPlan {
                 }
                 (Some(m), k) if *k != OutputKind::Folder && m.is_dir() => {
                     return Err(refuse_folder())
+                }
+                (Some(m), OutputKind::State) if m.is_file() && !self.resume => {
+                    return Err(OutputError::Unfinished { path: path.clone() })
                 }
                 (Some(m), k) if m.is_file() && !is_ours(path, *k, &self.outputs) => {
                     return Err(OutputError::Unrelated {
@@ -543,6 +561,23 @@ mod tests {
             p.report("--report", &readme, true);
         });
         assert!(text.contains("is not an AutoAttack report"), "{text}");
+        // An unfinished evaluation is continued only when asked.
+        let state = dir.path().join("report.json.state");
+        std::fs::write(
+            &state,
+            br#"{"config": {}, "range": [0, 1], "robust_mask": []}"#,
+        )
+        .unwrap();
+        let text = plan_error(|p| {
+            p.report("--report", &dir.path().join("report.json"), true);
+        });
+        assert!(text.contains("pass --resume"), "{text}");
+        OutputPlan::new()
+            .resuming(true)
+            .report("--report", &dir.path().join("report.json"), true)
+            .check()
+            .unwrap();
+        std::fs::remove_file(&state).unwrap();
         // Our own earlier report may be replaced, but not an unrelated Markdown file beside it.
         let report = dir.path().join("report.json");
         std::fs::write(
