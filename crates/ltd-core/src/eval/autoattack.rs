@@ -606,10 +606,13 @@ impl State {
         let robust = self.robust_mask.iter().filter(|r| **r).count();
         let mut last = clean;
         for stage in &self.stages {
-            if stage.robust_count > last || stage.robust_count < robust {
+            if stage.robust_count > last
+                || stage.robust_count < robust
+                || stage.robust_accuracy != fraction(stage.robust_count, n)
+            {
                 return Err(format!(
-                    "stage `{}` counts {} robust images, outside {robust}..={last}",
-                    stage.name, stage.robust_count
+                    "stage `{}` counts {} robust images ({}), outside {robust}..={last}",
+                    stage.name, stage.robust_count, stage.robust_accuracy
                 ));
             }
             last = stage.robust_count;
