@@ -390,6 +390,31 @@ fn inconsistent_state_files_are_refused_without_panicking() {
             }),
             "format 0",
         ),
+        (
+            "a stage running for 2^64 s (overflowed the clock)",
+            Box::new(|v| v["stage_seconds"] = serde_json::json!(u64::MAX)),
+            "over a century",
+        ),
+        (
+            "a stage accuracy of 2^40 (passed into the report)",
+            Box::new(|v| {
+                let robust = v["robust_mask"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.as_bool().unwrap())
+                    .count();
+                v["stage"] = serde_json::json!(1);
+                v["next_block"] = serde_json::json!(0);
+                v["stages"] = serde_json::json!([{
+                    "name": "fgsm",
+                    "robust_accuracy": 1u64 << 40,
+                    "robust_count": robust,
+                    "seconds": 1.0
+                }]);
+            }),
+            "stage `fgsm`",
+        ),
     ];
     for (name, edit, expected) in cases {
         let state = dir.path().join("eval.state");

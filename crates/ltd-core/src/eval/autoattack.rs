@@ -159,6 +159,10 @@ impl AutoAttackConfig {
     }
 }
 
+/// Longest time a state or report may record (a century): more is a corrupt file, and would
+/// overflow the clock arithmetic of a resumed stage.
+const LONGEST_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
 /// Version of the report and state file layout; files of another version are refused.
 pub const FORMAT: u32 = 2;
 
@@ -451,8 +455,11 @@ impl AutoAttackReport {
         }
         let times =
             std::iter::once(self.clean_seconds).chain(self.stages.iter().map(|s| s.seconds));
-        if times.into_iter().any(|t| !(t.is_finite() && t >= 0.0)) {
-            return Err("a time is negative or not a number".into());
+        if times
+            .into_iter()
+            .any(|t| !(0.0..LONGEST_SECONDS).contains(&t))
+        {
+            return Err("a time is negative, not a number or over a century".into());
         }
         Ok(())
     }
@@ -628,9 +635,9 @@ impl State {
         if times
             .iter()
             .chain(self.stages.iter().map(|s| &s.seconds))
-            .any(|t| !(t.is_finite() && *t >= 0.0))
+            .any(|t| !(0.0..LONGEST_SECONDS).contains(t))
         {
-            return Err("a time is negative or not a number".into());
+            return Err("a time is negative, not a number or over a century".into());
         }
         Ok(())
     }
@@ -769,7 +776,11 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
     while state.stage < attacks.len() {
         let attack = &attacks[state.stage];
         let name = attack.name();
-        let started = Instant::now() - std::time::Duration::from_secs_f64(state.stage_seconds);
+        let now = Instant::now();
+        let started = std::time::Duration::try_from_secs_f64(state.stage_seconds)
+            .ok()
+            .and_then(|elapsed| now.checked_sub(elapsed))
+            .unwrap_or(now);
         while state.next_block < blocks.len() {
             let b = state.next_block;
             let block = &blocks[b];
