@@ -21,6 +21,7 @@ use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::autoattack::{
     self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
 };
+use ltd::core::eval::outputs::{OutputKind, OutputPlan, ReportPaths};
 use ltd::core::models::{Arch, Normalization};
 use ltd::data::{load_cifar_auto, Split, SyntheticConfig};
 
@@ -63,7 +64,8 @@ struct Args {
     /// Seed of the attacks' randomness.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// JSON report path.
+    /// JSON report path; its Markdown copy goes beside it with the extension `.md` (so the
+    /// report itself may not end in `.md`), the state file to `<report>.state`.
     #[arg(long, default_value = "autoattack_report.json")]
     report: PathBuf,
     /// Continue from the state file (`<report>.state`).
@@ -91,18 +93,36 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    // Every output path is checked before anything is loaded: a bad one fails at once.
+    let mut plan = OutputPlan::new();
     if !args.merge.is_empty() {
+        for shard in &args.merge {
+            plan.input("shard report", shard);
+        }
+        plan.report("--report", &args.report, false).check()?;
         let reports = args
             .merge
             .iter()
-            .map(|p| -> anyhow::Result<AutoAttackReport> {
-                let text = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
-                serde_json::from_slice(&text)
-                    .with_context(|| format!("{} is not an evaluation report", p.display()))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|p| AutoAttackReport::read(p))
+            .collect::<Result<Vec<_>, _>>()?;
         let merged = autoattack::merge(reports)?;
         return finish(&args, &merged);
+    }
+
+    if let Some(checkpoint) = &args.checkpoint {
+        plan.input("checkpoint", checkpoint);
+    }
+    if let Some(dir) = &args.data_dir {
+        plan.input("data", dir);
+    }
+    plan.resuming(args.resume)
+        .report("--report", &args.report, true);
+    if let Some(path) = &args.save_adversarial {
+        plan.output("--save-adversarial", path, OutputKind::Safetensors);
+    }
+    plan.check()?;
+    if args.n_ex == 0 {
+        bail!("--n-ex must be at least 1");
     }
 
     let device = backend::device(&args.device)?;
@@ -120,7 +140,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         attacks,
         batch_size: args.batch_size,
         seed: args.seed,
+        // The normalisation is no tensor: the settings digest records it.
+        model: format!(
+            "{} normalize={}",
+            args.arch,
+            args.normalize.as_deref().unwrap_or("none")
+        ),
     };
+    config.validate()?;
 
     let test = if args.synthetic {
         SyntheticConfig::default().generate()?.test
@@ -143,6 +170,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(s) => s.parse::<Shard>()?.range(n_ex, args.batch_size),
         None => 0..n_ex,
     };
+    if range.is_empty() {
+        bail!(
+            "shard {} holds no images ({n_ex} images make {} batches of {}); use fewer shards",
+            args.shard.as_deref().unwrap_or(""),
+            n_ex.div_ceil(args.batch_size),
+            args.batch_size
+        );
+    }
 
     let normalization = match args.normalize.as_deref() {
         None => None,
@@ -171,7 +206,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.eps,
         backend::NAME
     );
-    let state_path = common::state_path(&args.report);
+    let state_path = ReportPaths::new(&args.report).state;
     let mut on_progress = common::attack_progress("");
     let options = RunOptions {
         state_path: Some(state_path.clone()),

@@ -15,7 +15,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use clap::Parser;
 use common::{evaluate, load_data, say, teacher_labels, Model, Stage};
@@ -23,6 +23,7 @@ use ltd::backend::{self, Train};
 use ltd::core::attacks::ThreatModel;
 use ltd::core::eval::accuracy;
 use ltd::core::eval::autoattack::{AutoAttackConfig, AutoAttackReport};
+use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::models::Arch;
 use ltd::core::objectives::{BnOrder, Labels, Natural, Trades, TradesAttack};
 use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
@@ -30,7 +31,8 @@ use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
 #[derive(Parser)]
 #[command(about = "Teacher, TRADES and TRADES+LTD students, AutoAttack: the paper in miniature")]
 struct Args {
-    /// Output folder (replaced unless --resume).
+    /// Output folder (replaced unless --resume; only a folder the quick start wrote, or an
+    /// empty one, is replaced).
     #[arg(long, default_value = "runs/quickstart")]
     out: PathBuf,
     /// Continue an interrupted run in --out.
@@ -74,6 +76,12 @@ struct Args {
     device: String,
 }
 
+/// The students' folders in --out.
+const STUDENTS: [&str; 2] = ["trades", "ltd"];
+
+/// Everything the quick start writes in --out: only a folder holding nothing else is replaced.
+const OUR_FOLDERS: [&str; 3] = ["teacher", STUDENTS[0], STUDENTS[1]];
+
 fn main() {
     if let Err(e) = run(Args::parse()) {
         eprintln!("error: {e:#}");
@@ -83,6 +91,32 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
+    let mut plan = OutputPlan::new();
+    plan.resuming(args.resume)
+        .output("--out", &args.out, OutputKind::Folder);
+    if args.resume {
+        for dir in STUDENTS {
+            plan.report("the report", &args.out.join(dir).join("report.json"), true);
+        }
+    }
+    plan.check()?;
+    if args.n_ex == 0 {
+        bail!("--n-ex must be at least 1");
+    }
+    if !args.resume && args.out.exists() {
+        let foreign = std::fs::read_dir(&args.out)
+            .with_context(|| format!("reading {}", args.out.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .find(|name| !OUR_FOLDERS.iter().any(|ours| name == ours));
+        if let Some(name) = foreign {
+            bail!(
+                "{} holds {}, which the quick start did not write; choose another --out (it is replaced unless --resume)",
+                args.out.display(),
+                args.out.join(name).display()
+            );
+        }
+    }
     let device = backend::device(&args.device)?;
     let arch: Arch = args.arch.parse()?;
     let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
@@ -144,9 +178,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     // by side (small batches leave a CPU core idle otherwise). Both start from the same weights
     // and see the same batches.
     let students = [
-        ("trades", "TRADES".to_string(), Labels::OneHot),
+        (STUDENTS[0], "TRADES".to_string(), Labels::OneHot),
         (
-            "ltd",
+            STUDENTS[1],
             format!("TRADES+LTD (τ = {})", args.tau),
             teacher_labels(&teacher, args.tau),
         ),

@@ -22,7 +22,12 @@ const FEATURES: usize = 3 * 32 * 32;
 /// A 10-class linear model and 60 synthetic images labelled with its own predictions, so every
 /// image starts correct and the attacks have work.
 fn problem() -> (LinearClassifier<AD>, Dataset) {
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    problem_seeded(3)
+}
+
+/// [`problem`] with another model (same shapes) for another seed.
+fn problem_seeded(seed: u64) -> (LinearClassifier<AD>, Dataset) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let weight: Vec<f32> = (0..10 * FEATURES)
         .map(|_| rng.random_range(-0.05..0.05))
         .collect();
@@ -68,6 +73,7 @@ fn config() -> AutoAttackConfig {
         attacks: vec![AttackName::Fgsm, AttackName::ApgdCe],
         batch_size: 16,
         seed: 5,
+        model: String::new(),
     }
 }
 
@@ -274,6 +280,240 @@ fn a_state_file_from_another_evaluation_is_refused() {
         error.to_string().contains("different evaluation"),
         "{error}"
     );
+}
+
+/// Resumes `state` with `model` on `data` (images 0..60); the error, if any.
+fn resume_with(
+    state: &std::path::Path,
+    model: &LinearClassifier<AD>,
+    data: &Dataset,
+    resume: bool,
+) -> Option<String> {
+    let mut quiet = |_: &str, _: usize, _: usize| {};
+    let options = RunOptions {
+        state_path: Some(state.to_path_buf()),
+        resume,
+        keep_adversarial: true,
+        on_progress: &mut quiet,
+    };
+    autoattack::run_attacks(&config(), &attacks(), model, data, 0..60, options)
+        .err()
+        .map(|e| {
+            let text = e.to_string();
+            assert!(!text.contains('\n'), "{text}");
+            text
+        })
+}
+
+#[test]
+fn a_state_is_resumed_only_when_asked_and_only_for_its_model_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("eval.state");
+    assert!(run_interrupted(&state, 6));
+    let (model, data) = problem();
+
+    let error = resume_with(&state, &model, &data, false).expect("started over silently");
+    assert!(error.contains("pass --resume"), "{error}");
+
+    let (other_model, _) = problem_seeded(4);
+    let error = resume_with(&state, &other_model, &data, true).expect("another model resumed");
+    assert!(error.contains("other model weights"), "{error}");
+
+    // The same images with other labels, and other images with the same labels.
+    let mut labels = data.labels().to_vec();
+    labels[59] = (labels[59] + 1) % 10;
+    let relabelled = Dataset::new(ImageShape::CIFAR, 10, data.images().to_vec(), labels).unwrap();
+    let error = resume_with(&state, &model, &relabelled, true).expect("other labels resumed");
+    assert!(error.contains("other images or labels"), "{error}");
+    let mut pixels = data.images().to_vec();
+    pixels[0] ^= 1;
+    let changed = Dataset::new(ImageShape::CIFAR, 10, pixels, data.labels().to_vec()).unwrap();
+    let error = resume_with(&state, &model, &changed, true).expect("other images resumed");
+    assert!(error.contains("other images"), "{error}");
+
+    // The right model and data still resume to the uninterrupted result.
+    assert_eq!(resume_with(&state, &model, &data, true), None);
+}
+
+/// Rewrites a JSON file through `edit`.
+fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    edit(&mut value);
+    std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
+}
+
+#[test]
+fn inconsistent_state_files_are_refused_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine.state");
+    assert!(run_interrupted(&pristine, 7));
+    let (model, data) = problem();
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            "empty robust mask",
+            Box::new(|v| v["robust_mask"] = serde_json::json!([])),
+            "robust mask holds 0",
+        ),
+        (
+            "short clean mask",
+            Box::new(|v| v["clean_mask"].as_array_mut().unwrap().truncate(10)),
+            "clean mask holds 10",
+        ),
+        (
+            "2^40 adversarial records",
+            Box::new(|v| v["adversarial_records"] = serde_json::json!(1u64 << 40)),
+            "adversarial examples",
+        ),
+        (
+            "a stage past the end",
+            Box::new(|v| v["stage"] = serde_json::json!(99)),
+            "stage 99",
+        ),
+        (
+            "a batch past the end",
+            Box::new(|v| v["next_block"] = serde_json::json!(usize::MAX)),
+            "batch",
+        ),
+        (
+            "robust but not as clean",
+            Box::new(|v| {
+                v["clean_mask"][0] = serde_json::json!(false);
+                v["robust_mask"][0] = serde_json::json!(true);
+            }),
+            "robust but not as clean",
+        ),
+        (
+            "an older format",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("format");
+            }),
+            "format 0",
+        ),
+        (
+            "a stage running for 2^64 s (overflowed the clock)",
+            Box::new(|v| v["stage_seconds"] = serde_json::json!(u64::MAX)),
+            "over a century",
+        ),
+        (
+            "a stage accuracy of 2^40 (passed into the report)",
+            Box::new(|v| {
+                let robust = v["robust_mask"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.as_bool().unwrap())
+                    .count();
+                v["stage"] = serde_json::json!(1);
+                v["next_block"] = serde_json::json!(0);
+                v["stages"] = serde_json::json!([{
+                    "name": "fgsm",
+                    "robust_accuracy": 1u64 << 40,
+                    "robust_count": robust,
+                    "seconds": 1.0
+                }]);
+            }),
+            "stage `fgsm`",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let state = dir.path().join("eval.state");
+        std::fs::copy(&pristine, &state).unwrap();
+        std::fs::copy(
+            autoattack::adversarial_log_path(&pristine),
+            autoattack::adversarial_log_path(&state),
+        )
+        .unwrap();
+        edit_json(&state, edit);
+        let error =
+            resume_with(&state, &model, &data, true).unwrap_or_else(|| panic!("{name}: accepted"));
+        assert!(error.contains(expected), "{name}: {error}");
+    }
+
+    // A log that lost its records, or holds one for an image the state counts as robust.
+    let state = dir.path().join("eval.state");
+    std::fs::copy(&pristine, &state).unwrap();
+    let log = autoattack::adversarial_log_path(&state);
+    std::fs::write(&log, b"").unwrap();
+    let error = resume_with(&state, &model, &data, true).expect("an empty log was accepted");
+    assert!(error.contains("adversarial log holds 0 bytes"), "{error}");
+    let mut bytes = std::fs::read(autoattack::adversarial_log_path(&pristine)).unwrap();
+    bytes[..8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    std::fs::write(&log, &bytes).unwrap();
+    let error = resume_with(&state, &model, &data, true).expect("a forged index was accepted");
+    assert!(error.contains("names image"), "{error}");
+}
+
+#[test]
+fn forged_and_mixed_reports_are_refused() {
+    let report = evaluate(0..60, None, false);
+    let json = serde_json::to_value(&report).unwrap();
+    let parse = |value: &serde_json::Value| {
+        AutoAttackReport::from_json(&serde_json::to_vec(value).unwrap())
+    };
+    parse(&json).unwrap();
+    let forgeries: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            "clean 300 %",
+            Box::new(|v| v["clean_accuracy"] = serde_json::json!(3.0)),
+            "accuracies",
+        ),
+        (
+            "a short mask",
+            Box::new(|v| v["robust_mask"].as_array_mut().unwrap().truncate(3)),
+            "masks hold",
+        ),
+        (
+            "more images than masks",
+            Box::new(|v| v["n_examples"] = serde_json::json!(1000)),
+            "masks hold",
+        ),
+        (
+            "robust above clean",
+            Box::new(|v| v["stages"][0]["robust_count"] = serde_json::json!(61)),
+            "stage",
+        ),
+        (
+            "an older format",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("format");
+            }),
+            "format 0",
+        ),
+    ];
+    for (name, edit, expected) in forgeries {
+        let mut forged = json.clone();
+        edit(&mut forged);
+        let error = parse(&forged).expect_err(name);
+        assert!(error.contains(expected), "{name}: {error}");
+    }
+
+    // Shards of different models, or a forged shard, do not merge.
+    let range = |k| Shard { index: k, count: 2 }.range(60, 16);
+    let first = evaluate(range(1), None, false);
+    let (other_model, data) = problem_seeded(4);
+    let mut quiet = |_: &str, _: usize, _: usize| {};
+    let options = RunOptions {
+        state_path: None,
+        resume: false,
+        keep_adversarial: false,
+        on_progress: &mut quiet,
+    };
+    let (second_other, _) = autoattack::run_attacks(
+        &config(),
+        &attacks(),
+        &other_model,
+        &data,
+        range(2),
+        options,
+    )
+    .unwrap();
+    let error = autoattack::merge(vec![first.clone(), second_other]).unwrap_err();
+    assert!(error.to_string().contains("other model weights"), "{error}");
+    let mut forged = evaluate(range(2), None, false);
+    forged.clean_accuracy = 3.0;
+    let error = autoattack::merge(vec![first, forged]).unwrap_err();
+    assert!(error.to_string().contains("inconsistent"), "{error}");
 }
 
 #[test]

@@ -11,7 +11,8 @@ use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ltd::backend::{Device, Train};
-use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunOptions};
+use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, Identity, RunOptions};
+use ltd::core::eval::outputs::ReportPaths;
 use ltd::core::models::Network;
 use ltd::core::objectives::{Labels, Objective, TeacherFn};
 use ltd::core::train::{fit, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
@@ -249,17 +250,20 @@ pub fn attack_progress(label: &str) -> impl FnMut(&str, usize, usize) + '_ {
 
 /// The state file kept beside a report while its evaluation runs.
 pub fn state_path(report: &Path) -> PathBuf {
-    ltd::core::fs::with_suffix(report, ".state")
+    ReportPaths::new(report).state
 }
 
-/// Removes a finished evaluation's state file and adversarial log.
+/// Removes a finished evaluation's adversarial log, then its state file (a log left without
+/// its state would block the next run's output check).
 pub fn remove_state(state: &Path) {
-    let _ = std::fs::remove_file(state);
     let _ = std::fs::remove_file(autoattack::adversarial_log_path(state));
+    let _ = std::fs::remove_file(state);
 }
 
-/// Runs AutoAttack (the configured attacks) on the first `n_ex` test images, resumable through `<report>.state`; writes the JSON report and returns it. `label`
-/// prefixes the progress bars.
+/// Runs AutoAttack (the configured attacks) on the first `n_ex` test images, resumable through
+/// `<report>.state`; writes the JSON report and returns it. With `resume`, a finished report of
+/// the same model, images and settings is returned as it is. `label` prefixes the progress bars.
+/// The caller checks the output paths first (`OutputPlan`).
 pub fn evaluate(
     label: &str,
     model: &Model,
@@ -272,16 +276,10 @@ pub fn evaluate(
     let state = state_path(report_path);
     let range = 0..n_ex.min(test.len());
     if resume && !state.exists() {
-        if let Some(done) = finished_report(report_path, config, &range) {
+        if let Some(done) = finished_report(report_path, model, test, config, &range)? {
             say(format!("already evaluated: {}", report_path.display()));
             return Ok(done);
         }
-    }
-    if state.exists() && !resume {
-        bail!(
-            "{} holds an unfinished evaluation; pass --resume to continue it or delete it",
-            state.display()
-        );
     }
     let mut progress = attack_progress(label);
     let options = RunOptions {
@@ -296,23 +294,31 @@ pub fn evaluate(
     Ok(report)
 }
 
-/// The report at `path` if it is a finished evaluation of the same settings and images.
+/// The report at `path` if it is a finished evaluation of this model, these images and these
+/// settings; `None` if there is none or it is of another evaluation (it is then redone).
 fn finished_report(
     path: &Path,
+    model: &Model,
+    test: &Dataset,
     config: &AutoAttackConfig,
     range: &std::ops::Range<usize>,
-) -> Option<AutoAttackReport> {
-    let report: AutoAttackReport = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    (report.config == *config
+) -> anyhow::Result<Option<AutoAttackReport>> {
+    let Ok(report) = AutoAttackReport::read(path) else {
+        return Ok(None);
+    };
+    let identity = Identity::of(config, &model.valid(), test)?;
+    Ok((report.identity == identity
+        && report.config == *config
         && report.first_index == range.start
         && report.n_examples == range.len())
-    .then_some(report)
+    .then_some(report))
 }
 
-/// Writes the JSON report (atomically) and a Markdown copy beside it.
+/// Writes the JSON report (atomically) and its Markdown copy beside it ([`ReportPaths`]).
 pub fn write_report(report: &AutoAttackReport, path: &Path) -> anyhow::Result<()> {
     let json = serde_json::to_vec_pretty(report)?;
     ltd::core::fs::write_atomic(path, &json)?;
-    ltd::core::fs::write_atomic(&path.with_extension("md"), report.markdown().as_bytes())?;
+    let markdown = ReportPaths::new(path).markdown;
+    ltd::core::fs::write_atomic(&markdown, report.markdown().as_bytes())?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use ltd::backend::{self, Device, Train};
 use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::accuracy;
 use ltd::core::eval::autoattack::AutoAttackConfig;
+use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::models::Arch;
 use ltd::core::objectives::{Awp, BnOrder, Labels, Natural, TeacherLogits, Trades, TradesAttack};
 use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
@@ -172,11 +173,31 @@ pub fn main(kind: CifarKind, program: &str) {
 }
 
 fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> {
-    let device = backend::device(&args.device)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| Path::new("runs").join(program));
+    // Outputs and settings are checked before any data or weights are loaded.
+    let mut plan = OutputPlan::new();
+    plan.resuming(args.resume)
+        .output("--out", &out, OutputKind::Folder);
+    if let Some(dir) = &args.data_dir {
+        plan.input("data", dir);
+    }
+    if let Some(teacher) = &args.teacher {
+        plan.input("teacher", teacher);
+    }
+    if matches!(args.stage, Stages::All | Stages::Eval) {
+        plan.report("the report", &out.join("report.json"), true);
+        if args.n_ex == 0 {
+            bail!("--n-ex must be at least 1");
+        }
+    }
+    plan.check()?;
+    if args.eps <= 0.0 {
+        bail!("--eps must be > 0 (the recipe trains and evaluates robustness at ε)");
+    }
+    let device = backend::device(&args.device)?;
     let (source, train, test) = load_data(
         args.data_dir.as_deref(),
         args.synthetic,

@@ -13,13 +13,14 @@ pub enum LtdError {
         "unknown architecture `{0}` (expected wrn-DEPTH-WIDTH, resnet18, resnet50 or wrn-50-2)"
     )]
     UnknownArch(String),
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    /// A file could not be read or written. The cause is part of the message and not chained
+    /// as a `source`, so `{:#}` printers (the examples) show it once.
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A checkpoint that cannot be read at all.
     #[error("cannot read checkpoint {path}: {reason}")]
@@ -27,6 +28,14 @@ pub enum LtdError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// An evaluation's state file, adversarial log or report that cannot be used.
+    #[error("{path}: {reason}")]
+    EvaluationFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it (or with using it here).
         reason: String,
     },
     /// A checkpoint lacks a tensor the model needs.
@@ -94,7 +103,7 @@ impl LtdError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

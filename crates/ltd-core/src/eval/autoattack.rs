@@ -15,7 +15,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
 use ltd_data::Dataset;
 use serde::{Deserialize, Serialize};
@@ -117,6 +117,11 @@ pub struct AutoAttackConfig {
     pub batch_size: usize,
     /// Seed of every attack's randomness.
     pub seed: u64,
+    /// What the caller knows of the model that its tensors do not show, e.g.
+    /// `wrn-34-10 normalize=cifar10` (an input normalisation is not a tensor, so the weights
+    /// digest cannot see it); part of the settings digest. Empty when there is nothing to add.
+    #[serde(default)]
+    pub model: String,
 }
 
 impl AutoAttackConfig {
@@ -132,8 +137,155 @@ impl AutoAttackConfig {
             ],
             batch_size: 250,
             seed: 0,
+            model: String::new(),
         }
     }
+
+    /// Checks the settings: a valid threat model, ε > 0, at least one image per batch.
+    pub fn validate(&self) -> Result<()> {
+        self.threat.validate()?;
+        if self.threat.eps <= 0.0 {
+            return Err(LtdError::InvalidConfig(
+                "ε must be > 0 for a robustness evaluation (ε = 0 measures clean accuracy only)"
+                    .into(),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(LtdError::InvalidConfig(
+                "the batch size must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Longest time a state or report may record (a century): more is a corrupt file, and would
+/// overflow the clock arithmetic of a resumed stage.
+const LONGEST_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+
+/// Version of the report and state file layout; files of another version are refused.
+pub const FORMAT: u32 = 2;
+
+/// What an evaluation evaluated, as SHA-256 digests (hex), recorded in its state file and
+/// report: a resumed run or a merge refuses to combine results of different models, data or
+/// settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Identity {
+    /// Every tensor of the model as evaluated (parameters and buffers: name, shape, values as
+    /// f32/i64), see [`weights_digest`].
+    pub weights: String,
+    /// The whole data set the images were taken from (shape, classes, every image and label);
+    /// with `first_index` and `n_examples` it names the images evaluated. The whole set, not the
+    /// range, so that shards of one data set can be recognised as such.
+    pub data: String,
+    /// The settings: [`AutoAttackConfig`] as JSON (threat, attacks, batch size, seed, model).
+    pub settings: String,
+}
+
+impl Identity {
+    /// The identity of evaluating `model` on `data` with `config`.
+    pub fn of<B: Backend, M: Module<B>>(
+        config: &AutoAttackConfig,
+        model: &M,
+        data: &Dataset,
+    ) -> Result<Self> {
+        Ok(Self {
+            weights: weights_digest(model)?,
+            data: data_digest(data),
+            settings: settings_digest(config)?,
+        })
+    }
+
+    /// What differs from `other`, in words, or `None`.
+    pub fn difference(&self, other: &Identity) -> Option<&'static str> {
+        if self.weights != other.weights {
+            Some("other model weights (another checkpoint or model)")
+        } else if self.data != other.data {
+            Some("other images or labels (another data set)")
+        } else if self.settings != other.settings {
+            Some("other settings (attacks, ε, norm, seed, batch size or model options)")
+        } else {
+            None
+        }
+    }
+}
+
+fn hex(digest: &[u8]) -> String {
+    data_encoding::HEXLOWER.encode(digest)
+}
+
+/// SHA-256 of every tensor of `model` (parameters and buffers such as BatchNorm running
+/// statistics), read back to the host: per tensor its path, shape and values (floats as f32,
+/// integers as i64, bools as bytes, little-endian). Equal models on different backends digest
+/// alike; a model differing in one value does not.
+pub fn weights_digest<B: Backend, M: Module<B>>(model: &M) -> Result<String> {
+    use burn_store::ModuleSnapshot;
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"ltd weights 1\0");
+    for snapshot in model.collect(None, None, false) {
+        let path = snapshot.full_path();
+        hash.update((path.len() as u64).to_le_bytes());
+        hash.update(path.as_bytes());
+        hash.update((snapshot.shape.len() as u64).to_le_bytes());
+        for d in snapshot.shape.iter() {
+            hash.update((*d as u64).to_le_bytes());
+        }
+        let data = snapshot
+            .to_data()
+            .map_err(|e| LtdError::Device(format!("reading `{path}` back failed: {e:?}")))?;
+        if data.dtype.is_float() {
+            hash.update(b"f");
+            for v in crate::tensors::floats_of(data)? {
+                hash.update(v.to_le_bytes());
+            }
+        } else if matches!(data.dtype, burn::tensor::DType::Bool(_)) {
+            hash.update(b"b");
+            let bools: Vec<u8> = crate::tensors::bools_of(data)?
+                .into_iter()
+                .map(u8::from)
+                .collect();
+            hash.update(&bools);
+        } else {
+            hash.update(b"i");
+            for v in crate::tensors::ints_of(data)? {
+                hash.update(v.to_le_bytes());
+            }
+        }
+    }
+    Ok(hex(&hash.finalize()))
+}
+
+/// SHA-256 of a data set: image shape, classes, count, every image's bytes and every label.
+pub fn data_digest(data: &Dataset) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"ltd data 1\0");
+    let shape = data.shape();
+    for v in [
+        shape.channels,
+        shape.height,
+        shape.width,
+        data.num_classes(),
+        data.len(),
+    ] {
+        hash.update((v as u64).to_le_bytes());
+    }
+    hash.update(data.images());
+    for &label in data.labels() {
+        hash.update((label as u64).to_le_bytes());
+    }
+    hex(&hash.finalize())
+}
+
+/// SHA-256 of the settings as JSON.
+pub fn settings_digest(config: &AutoAttackConfig) -> Result<String> {
+    use sha2::Digest;
+    let json = serde_json::to_vec(config).map_err(|e| LtdError::InvalidInput(e.to_string()))?;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"ltd settings 1\0");
+    hash.update(&json);
+    Ok(hex(&hash.finalize()))
 }
 
 /// One stage of the report.
@@ -152,6 +304,12 @@ pub struct StageReport {
 /// The result of an evaluation (or of one shard of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AutoAttackReport {
+    /// Layout version ([`FORMAT`]); absent (0) in reports of older versions, which are refused.
+    #[serde(default)]
+    pub format: u32,
+    /// What was evaluated: digests of the weights, the data and the settings.
+    #[serde(default)]
+    pub identity: Identity,
     /// Everything that determines the result.
     pub config: AutoAttackConfig,
     /// Every attack's parameters.
@@ -174,10 +332,141 @@ pub struct AutoAttackReport {
     pub clean_seconds: f64,
 }
 
+/// The first line of [`AutoAttackReport::markdown`], by which an existing Markdown file is
+/// recognised as a report's copy that may be replaced.
+pub(crate) const MARKDOWN_HEAD: &[u8] = b"| stage | accuracy | seconds |";
+
+/// Largest report or state file read (a 50,000-image report is about 1 MB): a bigger one is
+/// refused before it is read into memory.
+const LARGEST_FILE: u64 = 256 << 20;
+
+/// At most [`LARGEST_FILE`] bytes of `path`, or an error saying it is larger.
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(LARGEST_FILE + 1).read_to_end(&mut bytes))
+        .map_err(|e| LtdError::io(path, e))?;
+    if bytes.len() as u64 > LARGEST_FILE {
+        return Err(LtdError::EvaluationFile {
+            path: path.into(),
+            reason: format!("it is larger than {} MiB", LARGEST_FILE >> 20),
+        });
+    }
+    Ok(bytes)
+}
+
+/// The `format` field alone, read before the rest so an old file gets a clear message.
+#[derive(Deserialize)]
+struct Versioned {
+    #[serde(default)]
+    format: u32,
+}
+
+fn check_format(bytes: &[u8], what: &str) -> std::result::Result<(), String> {
+    let version: Versioned =
+        serde_json::from_slice(bytes).map_err(|e| format!("not {what}: {e}"))?;
+    if version.format != FORMAT {
+        return Err(format!(
+            "{what} of format {} (this version of ltd reads format {FORMAT}); rerun the \
+             evaluation",
+            version.format
+        ));
+    }
+    Ok(())
+}
+
 impl AutoAttackReport {
+    /// Reads and checks ([`AutoAttackReport::validate`]) a JSON report.
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::from_json(&read_bounded(path)?).map_err(|reason| LtdError::EvaluationFile {
+            path: path.into(),
+            reason,
+        })
+    }
+
+    /// Parses and checks a JSON report; the error says what is wrong.
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Self, String> {
+        check_format(bytes, "an AutoAttack report")?;
+        let report: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("not an AutoAttack report: {e}"))?;
+        report.validate()?;
+        Ok(report)
+    }
+
+    /// Whether the counts agree with each other: masks of `n_examples` entries, robust only
+    /// where clean, accuracies equal to the masks' counts, stage counts falling from the clean
+    /// count to the final robust count. A report that fails this was edited or corrupted.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let n = self.n_examples;
+        if self.format != FORMAT {
+            return Err(format!("format {} is not {FORMAT}", self.format));
+        }
+        if self.first_index.checked_add(n).is_none() {
+            return Err("its image range overflows".into());
+        }
+        if self.clean_mask.len() != n || self.robust_mask.len() != n {
+            return Err(format!(
+                "it covers {n} images but its masks hold {} and {}",
+                self.clean_mask.len(),
+                self.robust_mask.len()
+            ));
+        }
+        if self
+            .robust_mask
+            .iter()
+            .zip(&self.clean_mask)
+            .any(|(r, c)| *r && !*c)
+        {
+            return Err("an image counts as robust but not as clean".into());
+        }
+        let clean = self.clean_mask.iter().filter(|c| **c).count();
+        let robust = self.robust_mask.iter().filter(|r| **r).count();
+        if self.clean_accuracy != fraction(clean, n) || self.robust_accuracy != fraction(robust, n)
+        {
+            return Err(format!(
+                "its accuracies ({} clean, {} robust) are not its masks' ({clean} and {robust} of \
+                 {n})",
+                self.clean_accuracy, self.robust_accuracy
+            ));
+        }
+        if self.parameters.len() != self.stages.len() {
+            return Err(format!(
+                "it lists {} attacks but {} stages",
+                self.parameters.len(),
+                self.stages.len()
+            ));
+        }
+        let mut last = clean;
+        for stage in &self.stages {
+            if stage.robust_count > last || stage.robust_accuracy != fraction(stage.robust_count, n)
+            {
+                return Err(format!(
+                    "stage `{}` counts {} robust images ({}) after {last}",
+                    stage.name, stage.robust_count, stage.robust_accuracy
+                ));
+            }
+            last = stage.robust_count;
+        }
+        if !self.stages.is_empty() && last != robust {
+            return Err(format!(
+                "its last stage counts {last} robust images but its mask {robust}"
+            ));
+        }
+        let times =
+            std::iter::once(self.clean_seconds).chain(self.stages.iter().map(|s| s.seconds));
+        if times
+            .into_iter()
+            .any(|t| !(0.0..LONGEST_SECONDS).contains(&t))
+        {
+            return Err("a time is negative, not a number or over a century".into());
+        }
+        Ok(())
+    }
+
     /// A Markdown table: clean accuracy, then robust accuracy after each stage.
     pub fn markdown(&self) -> String {
-        let mut out = String::from("| stage | accuracy | seconds |\n|---|---|---|\n");
+        let mut out = String::from_utf8_lossy(MARKDOWN_HEAD).into_owned() + "\n|---|---|---|\n";
         out += &format!(
             "| clean | {:.2}% | {:.1} |\n",
             100.0 * self.clean_accuracy,
@@ -263,6 +552,11 @@ pub type Adversarial = Vec<(usize, Vec<f32>)>;
 /// Resumable progress, saved after every batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct State {
+    /// Layout version ([`FORMAT`]).
+    #[serde(default)]
+    format: u32,
+    /// What is being evaluated.
+    identity: Identity,
     config: AutoAttackConfig,
     range: (usize, usize),
     clean_mask: Vec<bool>,
@@ -274,6 +568,79 @@ struct State {
     stage_seconds: f64,
     /// Records of the adversarial log (beside the state file) that belong to this state.
     adversarial_records: usize,
+}
+
+impl State {
+    /// Whether the counts fit an evaluation of `n` images in `blocks` batches by `attacks`
+    /// attacks, so that resuming cannot index out of bounds or allocate what the file claims.
+    fn validate(&self, n: usize, blocks: usize, attacks: usize) -> std::result::Result<(), String> {
+        let started = !self.clean_mask.is_empty() || n == 0;
+        if started && self.clean_mask.len() != n {
+            return Err(format!(
+                "its clean mask holds {} images, not {n}",
+                self.clean_mask.len()
+            ));
+        }
+        if self.robust_mask.len() != self.clean_mask.len() {
+            return Err(format!(
+                "its robust mask holds {} images but its clean mask {}",
+                self.robust_mask.len(),
+                self.clean_mask.len()
+            ));
+        }
+        if !started && (self.stage, self.next_block, self.stages.len()) != (0, 0, 0) {
+            return Err("it records attacks before the clean pass".into());
+        }
+        if self
+            .robust_mask
+            .iter()
+            .zip(&self.clean_mask)
+            .any(|(r, c)| *r && !*c)
+        {
+            return Err("an image counts as robust but not as clean".into());
+        }
+        if self.stage > attacks || self.stages.len() != self.stage {
+            return Err(format!(
+                "it is at stage {} with {} finished, of {attacks}",
+                self.stage,
+                self.stages.len()
+            ));
+        }
+        if self.next_block > blocks || (self.stage == attacks && self.next_block != 0) {
+            return Err(format!("it is at batch {} of {blocks}", self.next_block));
+        }
+        let clean = self.clean_mask.iter().filter(|c| **c).count();
+        let robust = self.robust_mask.iter().filter(|r| **r).count();
+        let mut last = clean;
+        for stage in &self.stages {
+            if stage.robust_count > last
+                || stage.robust_count < robust
+                || stage.robust_accuracy != fraction(stage.robust_count, n)
+            {
+                return Err(format!(
+                    "stage `{}` counts {} robust images ({}), outside {robust}..={last}",
+                    stage.name, stage.robust_count, stage.robust_accuracy
+                ));
+            }
+            last = stage.robust_count;
+        }
+        if self.adversarial_records > clean - robust {
+            return Err(format!(
+                "it claims {} adversarial examples but only {} images were broken",
+                self.adversarial_records,
+                clean - robust
+            ));
+        }
+        let times = [self.clean_seconds, self.stage_seconds];
+        if times
+            .iter()
+            .chain(self.stages.iter().map(|s| &s.seconds))
+            .any(|t| !(0.0..LONGEST_SECONDS).contains(t))
+        {
+            return Err("a time is negative, not a number or over a century".into());
+        }
+        Ok(())
+    }
 }
 
 /// Runs the configured attacks on `images[range]` (see the module docs for batching).
@@ -308,6 +675,16 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
             "the batch size must be at least 1".into(),
         ));
     }
+    if let Some(path) = options.state_path.as_ref().filter(|p| p.exists()) {
+        if !options.resume {
+            return Err(LtdError::EvaluationFile {
+                path: path.clone(),
+                reason: "holds an unfinished evaluation; pass --resume to continue it, or delete \
+                         it to start over"
+                    .into(),
+            });
+        }
+    }
     if range.end > images.len() || range.start > range.end {
         return Err(LtdError::InvalidInput(format!(
             "images {}..{} requested but the data set has {}",
@@ -322,12 +699,15 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         .into_iter()
         .next()
         .ok_or_else(|| LtdError::InvalidInput("the model has no parameters".into()))?;
+    let identity = Identity::of(config, &inner, images)?;
     let bs = config.batch_size;
     let n = range.len();
     let blocks: Vec<Range<usize>> = (0..n.div_ceil(bs))
         .map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end))
         .collect();
     let fresh = || State {
+        format: FORMAT,
+        identity: identity.clone(),
         config: config.clone(),
         range: (range.start, range.end),
         clean_mask: Vec::new(),
@@ -340,7 +720,16 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         adversarial_records: 0,
     };
     let mut state = match (&options.state_path, options.resume) {
-        (Some(path), true) if path.exists() => load_state(path, config, &range)?,
+        (Some(path), true) if path.exists() => {
+            let expected = Expected {
+                identity: &identity,
+                config,
+                range: &range,
+                blocks: blocks.len(),
+                attacks: attacks.len(),
+            };
+            load_state(path, &expected)?
+        }
         _ => fresh(),
     };
     let save = |state: &State| -> Result<()> {
@@ -360,7 +749,7 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         .map(|p| adversarial_log_path(p));
     let mut adversarial: Adversarial = match &log_path {
         Some(path) if state.adversarial_records > 0 => {
-            read_adversarial_log(path, state.adversarial_records)?
+            read_adversarial_log(path, &state, images.shape().len())?
         }
         _ => Vec::new(),
     };
@@ -387,7 +776,11 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
     while state.stage < attacks.len() {
         let attack = &attacks[state.stage];
         let name = attack.name();
-        let started = Instant::now() - std::time::Duration::from_secs_f64(state.stage_seconds);
+        let now = Instant::now();
+        let started = std::time::Duration::try_from_secs_f64(state.stage_seconds)
+            .ok()
+            .and_then(|elapsed| now.checked_sub(elapsed))
+            .unwrap_or(now);
         while state.next_block < blocks.len() {
             let b = state.next_block;
             let block = &blocks[b];
@@ -438,6 +831,8 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
     }
 
     let report = AutoAttackReport {
+        format: FORMAT,
+        identity,
         config: config.clone(),
         parameters: attacks
             .iter()
@@ -455,8 +850,17 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
     Ok((report, adversarial))
 }
 
-/// Combines shard reports (in any order) into the report of the whole evaluation.
+/// Combines shard reports (in any order) into the report of the whole evaluation. Every shard
+/// must pass [`AutoAttackReport::validate`] and come from the same model, data and settings.
 pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
+    for shard in &shards {
+        shard.validate().map_err(|reason| {
+            LtdError::InvalidInput(format!(
+                "the shard report of images {}.. is inconsistent: {reason}",
+                shard.first_index
+            ))
+        })?;
+    }
     shards.sort_by_key(|r| r.first_index);
     let first = shards
         .first()
@@ -474,9 +878,17 @@ pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
         stage.seconds = 0.0;
     }
     for shard in &shards {
-        if shard.config != first.config || shard.stages.len() != first.stages.len() {
+        if let Some(what) = shard.identity.difference(&first.identity) {
+            return Err(LtdError::InvalidInput(format!(
+                "shard reports come from different evaluations: the shard of images {}.. has {what}",
+                shard.first_index
+            )));
+        }
+        let names =
+            |r: &AutoAttackReport| r.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+        if shard.config != first.config || names(shard) != names(&first) {
             return Err(LtdError::InvalidInput(
-                "shard reports come from different evaluations".into(),
+                "shard reports come from different evaluations (other settings or attacks)".into(),
             ));
         }
         if shard.first_index != merged.first_index + merged.n_examples {
@@ -543,6 +955,13 @@ struct AdversarialLog(std::fs::File, PathBuf);
 
 impl AdversarialLog {
     fn open(path: &Path, kept: &Adversarial) -> Result<Self> {
+        // Opening follows links: never truncate whatever a link planted here points to.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(LtdError::EvaluationFile {
+                path: path.into(),
+                reason: "the adversarial log is a symbolic link; remove it".into(),
+            });
+        }
         let bytes: u64 = kept.iter().map(|(_, px)| 16 + 4 * px.len() as u64).sum();
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -572,48 +991,110 @@ impl AdversarialLog {
     }
 }
 
-fn read_adversarial_log(path: &Path, records: usize) -> Result<Adversarial> {
-    let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
-    let corrupt = || LtdError::Checkpoint {
+/// The first `state.adversarial_records` records of the log, each checked: an image of the
+/// evaluated range that the state counts as broken, `pixels` values in [0, 1], no image twice.
+/// Reads only the bytes those records occupy.
+fn read_adversarial_log(path: &Path, state: &State, pixels: usize) -> Result<Adversarial> {
+    use std::io::Read;
+    let bad = |reason: String| LtdError::EvaluationFile {
         path: path.into(),
-        reason: "the adversarial log is shorter than its state says".into(),
+        reason,
     };
+    let records = state.adversarial_records;
+    let record_bytes = 16 + 4 * pixels as u64;
+    let needed = record_bytes
+        .checked_mul(records as u64)
+        .ok_or_else(|| bad("the adversarial log is too large".into()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| LtdError::io(path, e))?;
+    let length = file.metadata().map_err(|e| LtdError::io(path, e))?.len();
+    if length < needed {
+        return Err(bad(format!(
+            "the adversarial log holds {length} bytes but its state counts {records} records \
+             of {record_bytes}"
+        )));
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(needed)
+        .read_to_end(&mut bytes)
+        .map_err(|e| LtdError::io(path, e))?;
+    let (start, end) = state.range;
+    let mut seen = vec![false; end - start];
     let mut out = Vec::with_capacity(records);
-    let mut pos = 0;
-    let word = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
-    };
-    for _ in 0..records {
-        let index = word(pos).ok_or_else(corrupt)? as usize;
-        let len = word(pos + 8).ok_or_else(corrupt)? as usize;
-        let body = bytes
-            .get(pos + 16..pos + 16 + 4 * len)
-            .ok_or_else(corrupt)?;
-        out.push((
-            index,
-            body.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-        ));
-        pos += 16 + 4 * len;
+    for record in bytes.chunks_exact(record_bytes as usize) {
+        let word = |at: usize| u64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"));
+        let (index, len) = (word(0), word(8));
+        let slot = usize::try_from(index)
+            .ok()
+            .filter(|i| (start..end).contains(i))
+            .map(|i| i - start)
+            .filter(|&k| state.clean_mask[k] && !state.robust_mask[k] && !seen[k]);
+        let Some(k) = slot else {
+            return Err(bad(format!(
+                "the adversarial log names image {index}, which is not a broken image of {start}..{end} (or comes twice)"
+            )));
+        };
+        seen[k] = true;
+        if len != pixels as u64 {
+            return Err(bad(format!(
+                "an adversarial log record holds {len} values, not {pixels}"
+            )));
+        }
+        let values: Vec<f32> = record[16..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if values.iter().any(|v| !(0.0..=1.0).contains(v)) {
+            return Err(bad(format!(
+                "the adversarial example of image {index} has values outside [0, 1]"
+            )));
+        }
+        out.push((k + start, values));
     }
     Ok(out)
 }
 
-fn load_state(path: &Path, config: &AutoAttackConfig, range: &Range<usize>) -> Result<State> {
-    let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| LtdError::Checkpoint {
+/// What a state file must match to be resumed.
+struct Expected<'a> {
+    identity: &'a Identity,
+    config: &'a AutoAttackConfig,
+    range: &'a Range<usize>,
+    blocks: usize,
+    attacks: usize,
+}
+
+/// Reads a state file and checks it belongs to this evaluation and its counts are consistent;
+/// the error says what differs.
+fn load_state(path: &Path, expected: &Expected<'_>) -> Result<State> {
+    let bad = |reason: String| LtdError::EvaluationFile {
         path: path.into(),
-        reason: format!("not an evaluation state: {e}"),
-    })?;
-    if &state.config != config || state.range != (range.start, range.end) {
-        return Err(LtdError::Checkpoint {
-            path: path.into(),
-            reason: "it belongs to a different evaluation (other attacks, ε, seed, batch size or images); \
-                     delete it or drop --resume"
-                .into(),
-        });
+        reason,
+    };
+    let bytes = read_bounded(path)?;
+    check_format(&bytes, "an evaluation state").map_err(bad)?;
+    let state: State =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not an evaluation state: {e}")))?;
+    let other = |what: String| {
+        bad(format!(
+            "it belongs to a different evaluation: {what}; delete it to start over, or resume \
+             with what it was started with"
+        ))
+    };
+    if let Some(what) = state.identity.difference(expected.identity) {
+        return Err(other(what.to_string()));
     }
+    if &state.config != expected.config {
+        return Err(other("other settings".into()));
+    }
+    if state.range != (expected.range.start, expected.range.end) {
+        return Err(other(format!(
+            "images {}..{}, not {}..{}",
+            state.range.0, state.range.1, expected.range.start, expected.range.end
+        )));
+    }
+    state
+        .validate(expected.range.len(), expected.blocks, expected.attacks)
+        .map_err(|reason| bad(format!("inconsistent state: {reason}")))?;
     Ok(state)
 }
 

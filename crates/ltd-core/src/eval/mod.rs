@@ -5,5 +5,8 @@ mod accuracy;
 
 pub use accuracy::{accuracy, Accuracy};
 pub mod autoattack;
+pub mod outputs;
 
-pub use autoattack::{AttackName, AutoAttackConfig, AutoAttackReport, Shard, StageReport};
+pub use autoattack::{
+    weights_digest, AttackName, AutoAttackConfig, AutoAttackReport, Identity, Shard, StageReport,
+};
