@@ -140,12 +140,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         attacks,
         batch_size: args.batch_size,
         seed: args.seed,
-        // The normalisation is no tensor: the settings digest records it.
-        model: format!(
-            "{} normalize={}",
-            args.arch,
-            args.normalize.as_deref().unwrap_or("none")
-        ),
     };
     config.validate()?;
 

@@ -73,7 +73,6 @@ fn config() -> AutoAttackConfig {
         attacks: vec![AttackName::Fgsm, AttackName::ApgdCe],
         batch_size: 16,
         seed: 5,
-        model: String::new(),
     }
 }
 
@@ -569,5 +568,24 @@ fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
     assert_eq!(
         indices,
         whole.iter().map(|(i, _)| *i as i64).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_weights_digest_covers_the_input_normalisation() {
+    use ltd::core::eval::autoattack::weights_digest;
+    use ltd::core::models::{Arch, Normalization};
+    let device = Default::default();
+    let digest = |normalization: Option<Normalization>| {
+        let model = Arch::WRN_10_1
+            .init::<B>(10, normalization, &device)
+            .unwrap();
+        weights_digest(&model).unwrap()
+    };
+    assert_eq!(digest(None), digest(None));
+    assert_ne!(digest(None), digest(Some(Normalization::cifar10())));
+    assert_ne!(
+        digest(Some(Normalization::cifar10())),
+        digest(Some(Normalization::imagenet()))
     );
 }

@@ -110,7 +110,6 @@ fn config() -> AutoAttackConfig {
         attacks: vec![AttackName::Fgsm, AttackName::Pgd20],
         batch_size: 4,
         seed: 1,
-        model: String::new(),
     }
 }
 

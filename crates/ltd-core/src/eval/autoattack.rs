@@ -117,11 +117,6 @@ pub struct AutoAttackConfig {
     pub batch_size: usize,
     /// Seed of every attack's randomness.
     pub seed: u64,
-    /// What the caller knows of the model that its tensors do not show, e.g.
-    /// `wrn-34-10 normalize=cifar10` (an input normalisation is not a tensor, so the weights
-    /// digest cannot see it); part of the settings digest. Empty when there is nothing to add.
-    #[serde(default)]
-    pub model: String,
 }
 
 impl AutoAttackConfig {
@@ -137,7 +132,6 @@ impl AutoAttackConfig {
             ],
             batch_size: 250,
             seed: 0,
-            model: String::new(),
         }
     }
 
@@ -172,19 +166,19 @@ pub const FORMAT: u32 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Identity {
     /// Every tensor of the model as evaluated (parameters and buffers: name, shape, values as
-    /// f32/i64), see [`weights_digest`].
+    /// f32/i64) and its input normalisation, see [`weights_digest`].
     pub weights: String,
     /// The whole data set the images were taken from (shape, classes, every image and label);
     /// with `first_index` and `n_examples` it names the images evaluated. The whole set, not the
     /// range, so that shards of one data set can be recognised as such.
     pub data: String,
-    /// The settings: [`AutoAttackConfig`] as JSON (threat, attacks, batch size, seed, model).
+    /// The settings: [`AutoAttackConfig`] as JSON (threat, attacks, batch size, seed).
     pub settings: String,
 }
 
 impl Identity {
     /// The identity of evaluating `model` on `data` with `config`.
-    pub fn of<B: Backend, M: Module<B>>(
+    pub fn of<B: Backend, M: Classifier<B>>(
         config: &AutoAttackConfig,
         model: &M,
         data: &Dataset,
@@ -203,7 +197,7 @@ impl Identity {
         } else if self.data != other.data {
             Some("other images or labels (another data set)")
         } else if self.settings != other.settings {
-            Some("other settings (attacks, ε, norm, seed, batch size or model options)")
+            Some("other settings (attacks, ε, norm, seed or batch size)")
         } else {
             None
         }
@@ -216,13 +210,25 @@ fn hex(digest: &[u8]) -> String {
 
 /// SHA-256 of every tensor of `model` (parameters and buffers such as BatchNorm running
 /// statistics), read back to the host: per tensor its path, shape and values (floats as f32,
-/// integers as i64, bools as bytes, little-endian). Equal models on different backends digest
-/// alike; a model differing in one value does not.
-pub fn weights_digest<B: Backend, M: Module<B>>(model: &M) -> Result<String> {
+/// integers as i64, bools as bytes, little-endian); then its input normalisation. Equal models
+/// on different backends digest alike; a model differing in one value does not.
+pub fn weights_digest<B: Backend, M: Classifier<B>>(model: &M) -> Result<String> {
     use burn_store::ModuleSnapshot;
     use sha2::Digest;
     let mut hash = sha2::Sha256::new();
     hash.update(b"ltd weights 1\0");
+    match model.normalization() {
+        None => hash.update(b"n"),
+        Some(norm) => {
+            hash.update(b"N");
+            for values in [&norm.mean, &norm.std] {
+                hash.update((values.len() as u64).to_le_bytes());
+                for v in values {
+                    hash.update(v.to_le_bytes());
+                }
+            }
+        }
+    }
     for snapshot in model.collect(None, None, false) {
         let path = snapshot.full_path();
         hash.update((path.len() as u64).to_le_bytes());

@@ -28,6 +28,12 @@ pub trait Classifier<B: Backend>: Module<B> {
 
     /// Number of classes (width of the logits).
     fn num_classes(&self) -> usize;
+
+    /// The input normalisation applied inside the model, if any: part of what the model
+    /// computes that its tensors do not hold (an evaluation's identity records it).
+    fn normalization(&self) -> Option<&Normalization> {
+        None
+    }
 }
 
 /// Trainable parameters of a module, as PyTorch counts them: Burn's `num_params` also counts

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::{Classifier, Mode, ResNet, WideResNet};
+use super::{Classifier, Mode, Normalization, ResNet, WideResNet};
 
 /// A WideResNet or a ResNet. Weight files never contain the variant name: the weights module
 /// skips enum variants in parameter paths.
@@ -28,6 +28,13 @@ impl<B: Backend> Classifier<B> for Network<B> {
         match self {
             Network::WideResNet(m) => m.num_classes(),
             Network::ResNet(m) => m.num_classes(),
+        }
+    }
+
+    fn normalization(&self) -> Option<&Normalization> {
+        match self {
+            Network::WideResNet(m) => m.normalization(),
+            Network::ResNet(m) => m.normalization(),
         }
     }
 }

@@ -219,4 +219,8 @@ impl<B: Backend> Classifier<B> for ResNet<B> {
     fn num_classes(&self) -> usize {
         self.fc.weight.dims()[1]
     }
+
+    fn normalization(&self) -> Option<&Normalization> {
+        self.normalization.as_ref()
+    }
 }

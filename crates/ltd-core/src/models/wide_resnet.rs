@@ -168,4 +168,8 @@ impl<B: Backend> Classifier<B> for WideResNet<B> {
     fn num_classes(&self) -> usize {
         self.fc.weight.dims()[1]
     }
+
+    fn normalization(&self) -> Option<&Normalization> {
+        self.normalization.as_ref()
+    }
 }

@@ -204,7 +204,6 @@ fn held_out_accuracy<B: AutodiffBackend, M: AttackModel<B>>(
         attacks: vec![AttackName::Pgd20],
         batch_size,
         seed: 0,
-        model: String::new(),
     };
     let attacks: Vec<Box<dyn crate::attacks::Attack<B, M>>> = vec![Box::new(pgd)];
     let mut quiet = |_: &str, _: usize, _: usize| {};
