@@ -46,7 +46,8 @@ use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunO
 use ltd::core::losses::{correct, cross_entropy, kl_divergence, margin};
 use ltd::core::models::{Arch, Classifier, Mode, Network};
 use ltd::core::objectives::{
-    Awp, Labels, LossOutput, Natural, Objective, Prepared, TeacherLogits, Trades, TradesAttack,
+    Awp, Labels, LossOutput, Natural, Objective, PreparedAdversarial, TeacherLogits, Trades,
+    TradesAttack,
 };
 use ltd::core::tensors::{batch_tensors, read_bools, read_floats};
 use ltd::core::train::{train_step, SgdSettings};
@@ -483,7 +484,7 @@ fn autoattack_end_to_end_and_resume() {
             resume: state.is_some(),
             state_path: state,
             keep_adversarial: true,
-            on_progress: &mut progress,
+            on_progress: Some(&mut progress),
         };
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             autoattack::run_attacks(
@@ -570,9 +571,13 @@ struct GivenAdversarial<O> {
     pixels: Vec<f32>,
 }
 
-impl<A: AutodiffBackend, O: Objective<A, Network<A>>> Objective<A, Network<A>>
-    for GivenAdversarial<O>
+impl<A, O> Objective<A, Network<A>> for GivenAdversarial<O>
+where
+    A: AutodiffBackend,
+    O: Objective<A, Network<A>, Batch = PreparedAdversarial<A>>,
 {
+    type Batch = PreparedAdversarial<A>;
+
     fn prepare(
         &self,
         model: &Network<A>,
@@ -580,14 +585,20 @@ impl<A: AutodiffBackend, O: Objective<A, Network<A>>> Objective<A, Network<A>>
         y: Tensor<A, 1, Int>,
         indices: &[usize],
         rng: &mut ChaCha8Rng,
-    ) -> ltd::core::Result<Prepared<A>> {
+    ) -> ltd::core::Result<PreparedAdversarial<A>> {
         let mut prepared = self.objective.prepare(model, x, y, indices, rng)?;
-        let data = TensorData::new(self.pixels.clone(), prepared.x.dims());
-        prepared.x_adv = Some(Tensor::from_data(data, &prepared.x.device()));
+        let x = &prepared.clean.x;
+        let data = TensorData::new(self.pixels.clone(), x.dims());
+        prepared.x_adv = Tensor::from_data(data, &x.device());
         Ok(prepared)
     }
 
-    fn loss(&self, model: &Network<A>, batch: &Prepared<A>, update_bn: bool) -> LossOutput<A> {
+    fn loss(
+        &self,
+        model: &Network<A>,
+        batch: &PreparedAdversarial<A>,
+        update_bn: bool,
+    ) -> LossOutput<A> {
         self.objective.loss(model, batch, update_bn)
     }
 }
