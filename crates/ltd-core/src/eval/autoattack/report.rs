@@ -169,14 +169,7 @@ impl AutoAttackReport {
                 self.robust_mask.len()
             ));
         }
-        if self
-            .robust_mask
-            .iter()
-            .zip(&self.clean_mask)
-            .any(|(r, c)| *r && !*c)
-        {
-            return Err("an image counts as robust but not as clean".into());
-        }
+        robust_only_if_clean(&self.robust_mask, &self.clean_mask)?;
         let clean = self.clean_mask.iter().filter(|c| **c).count();
         let robust = self.robust_mask.iter().filter(|r| **r).count();
         if self.clean_accuracy != fraction(clean, n) || self.robust_accuracy != fraction(robust, n)
@@ -319,4 +312,12 @@ pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
     merged.clean_accuracy = fraction(merged.clean_mask.iter().filter(|c| **c).count(), n);
     merged.robust_accuracy = fraction(merged.robust_mask.iter().filter(|r| **r).count(), n);
     Ok(merged)
+}
+
+/// An image can only stay robust if it was classified correctly to begin with.
+pub(super) fn robust_only_if_clean(robust: &[bool], clean: &[bool]) -> Result<(), String> {
+    if robust.iter().zip(clean).any(|(r, c)| *r && !*c) {
+        return Err("an image counts as robust but not as clean".into());
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::report::{check_format, read_bounded, LONGEST_SECONDS};
+use super::report::{check_format, read_bounded, robust_only_if_clean, LONGEST_SECONDS};
 use super::{fraction, Adversarial, AutoAttackConfig, Identity, StageReport};
 use crate::{LtdError, Result};
 
@@ -74,14 +74,7 @@ impl State {
         if !started && (self.stage, self.next_block, self.stages.len()) != (0, 0, 0) {
             return Err("it records attacks before the clean pass".into());
         }
-        if self
-            .robust_mask
-            .iter()
-            .zip(&self.clean_mask)
-            .any(|(r, c)| *r && !*c)
-        {
-            return Err("an image counts as robust but not as clean".into());
-        }
+        robust_only_if_clean(&self.robust_mask, &self.clean_mask)?;
         if self.stage > attacks || self.stages.len() != self.stage {
             return Err(format!(
                 "it is at stage {} with {} finished, of {attacks}",
