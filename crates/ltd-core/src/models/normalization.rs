@@ -23,6 +23,14 @@ impl Normalization {
         }
     }
 
+    /// The CIFAR-100 statistics RobustBench's DeepMind models use.
+    pub fn cifar100() -> Self {
+        Self {
+            mean: vec![0.5071, 0.4865, 0.4409],
+            std: vec![0.2673, 0.2564, 0.2762],
+        }
+    }
+
     /// The usual ImageNet statistics (torchvision).
     pub fn imagenet() -> Self {
         Self {
