@@ -1,4 +1,5 @@
-//! RobustBench's CIFAR architectures (DeepMind WideResNet, PreAct ResNet-18, ResNet-18) against
+//! RobustBench's CIFAR architectures (DeepMind WideResNet and PreAct ResNet-18, PreAct ResNet-18,
+//! ResNet-18) against
 //! RobustBench's own PyTorch classes: fixtures from `tests/fixtures/gen_robustbench.py` loaded
 //! through `weights::import`, then eval and train logits, running statistics and input
 //! gradients compared; full-size parameter counts against PyTorch's.
@@ -9,17 +10,18 @@ use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use common::*;
 use ltd::core::models::{
-    parameter_count, Activation, Arch, CifarResNetConfig, Classifier, DmWideResNetConfig, Mode,
-    Network, Normalization, PreActResNetConfig, ResNetKind,
+    parameter_count, Activation, Arch, CifarResNetConfig, Classifier, DmPreActResNetConfig,
+    DmWideResNetConfig, Mode, Network, Normalization, PreActResNetConfig, ResNetKind,
 };
 use ltd::core::weights;
 
 /// The fixtures: file stem and the model the Rust side builds for it.
-const CASES: [(&str, fn() -> Network<B>); 4] = [
+const CASES: [(&str, fn() -> Network<B>); 5] = [
     ("dm_wrn16_2", dm_wrn16_2),
     ("dm_wrn10_1_relu_c100", dm_wrn10_1_relu_c100),
     ("preact_resnet18_w8", preact_resnet18_w8),
     ("resnet18_cifar_w8", resnet18_cifar_w8),
+    ("dm_preact_resnet18_w8", dm_preact_resnet18_w8),
 ];
 
 fn dm_wrn16_2() -> Network<B> {
@@ -41,6 +43,11 @@ fn preact_resnet18_w8() -> Network<B> {
 fn resnet18_cifar_w8() -> Network<B> {
     let config = CifarResNetConfig::new(10).unwrap().with_width(8).unwrap();
     Network::CifarResNet(config.init(&Default::default()))
+}
+
+fn dm_preact_resnet18_w8() -> Network<B> {
+    let config = DmPreActResNetConfig::new(10).unwrap().with_width(8).unwrap();
+    Network::DmPreActResNet(config.init(&Default::default()))
 }
 
 fn imported(stem: &str, build: fn() -> Network<B>) -> Network<B> {
@@ -73,6 +80,23 @@ fn eval_logits_match_robustbench() {
             &format!("{stem} eval logits"),
             model.forward(x, Mode::Eval),
             expected,
+        );
+    }
+}
+
+#[test]
+fn export_then_import_reproduces_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for (stem, build) in CASES {
+        let model = imported(stem, build);
+        let path = dir.path().join(format!("{stem}.safetensors"));
+        weights::export_safetensors(&model, &path).unwrap();
+        let reloaded = weights::import(build(), &path).unwrap_or_else(|e| panic!("{stem}: {e}"));
+        let x = fixture_tensor::<B, 4>(&io(stem), "input");
+        assert_eq!(
+            values(reloaded.forward(x.clone(), Mode::Eval)),
+            values(model.forward(x, Mode::Eval)),
+            "{stem}"
         );
     }
 }
@@ -149,6 +173,13 @@ fn dm_models_carry_the_normalisation_of_their_data_set() {
             .cloned()
     };
     assert_eq!(dm(10, None), Some(Normalization::cifar10()));
+    let dm_preact = Arch::DmPreActResNet18 {
+        activation: Activation::Swish,
+    };
+    assert_eq!(
+        dm_preact.init::<B>(100, None, &device).unwrap().normalization(),
+        Some(&Normalization::cifar100())
+    );
     assert_eq!(dm(100, None), Some(Normalization::cifar100()));
     assert_eq!(
         dm(100, Some(Normalization::cifar10())),
@@ -190,6 +221,8 @@ fn a_checkpoint_of_another_architecture_is_refused() {
         ("preact_resnet18_w8", resnet18_cifar_w8 as fn() -> Network<B>),
         ("resnet18_cifar_w8", preact_resnet18_w8),
         ("dm_wrn10_1_relu_c100", dm_wrn16_2),
+        ("dm_preact_resnet18_w8", preact_resnet18_w8),
+        ("preact_resnet18_w8", dm_preact_resnet18_w8),
     ];
     for (stem, build) in cases {
         let result = weights::import(build(), fixture(&format!("{stem}.pt")));
@@ -207,6 +240,11 @@ fn parameter_counts_match_robustbench() {
     assert_eq!(count(Arch::DM_WRN_28_10, 10), 36_479_194);
     assert_eq!(count(Arch::DM_WRN_28_10, 100), 36_536_884);
     assert_eq!(count(Arch::DM_WRN_70_16, 10), 266_796_506);
+    let dm_preact = Arch::DmPreActResNet18 {
+        activation: Activation::Swish,
+    };
+    assert_eq!(count(dm_preact, 10), 12_548_426);
+    assert_eq!(count(dm_preact, 100), 12_594_596);
     assert_eq!(count(Arch::PreActResNet18, 10), 11_171_146);
     assert_eq!(count(Arch::PreActResNet18, 100), 11_217_316);
     assert_eq!(count(Arch::ResNet18Cifar, 10), 11_173_962);
@@ -221,6 +259,8 @@ fn architecture_names_round_trip() {
         "dm-wrn-16-2-relu",
         "preact-resnet18",
         "resnet18-cifar",
+        "dm-preact-resnet18",
+        "dm-preact-resnet18-relu",
     ] {
         let arch: Arch = name.parse().unwrap();
         assert_eq!(arch.to_string(), name);
@@ -228,6 +268,12 @@ fn architecture_names_round_trip() {
     assert_eq!("DM-WRN-70-16-SiLU".parse::<Arch>().unwrap(), Arch::DM_WRN_70_16);
     assert_eq!("dm_wrn_28_10_swish".parse::<Arch>().unwrap(), Arch::DM_WRN_28_10);
     assert_eq!("PreAct_ResNet18".parse::<Arch>().unwrap(), Arch::PreActResNet18);
+    assert_eq!(
+        "dm-preact-resnet18-silu".parse::<Arch>().unwrap(),
+        Arch::DmPreActResNet18 {
+            activation: Activation::Swish
+        }
+    );
     // `resnet18` stays torchvision's ImageNet layout.
     assert_eq!(
         "resnet18".parse::<Arch>().unwrap(),
@@ -240,6 +286,7 @@ fn architecture_names_round_trip() {
         "dm-wrn-28-10-gelu",
         "dm-wrn-28-10-swish-relu",
         "preact-resnet34",
+        "dm-preact-resnet18-gelu",
         "resnet18-imagenet",
     ] {
         assert!(bad.parse::<Arch>().is_err(), "{bad} should be rejected");
@@ -252,29 +299,42 @@ fn architecture_names_round_trip() {
 #[test]
 fn initial_weights_follow_the_seed_and_pytorch_defaults() {
     use burn_store::ModuleSnapshot;
-    let snapshot = |arch: Arch, seed| {
-        arch.init_seeded::<B>(10, None, seed, &Default::default())
-            .unwrap()
-            .collect(None, None, true)
-            .into_iter()
-            .map(|s| {
-                let v = s.to_data().unwrap().convert::<f32>().to_vec().unwrap();
-                (s.full_path(), s.shape.to_vec(), v)
-            })
-            .collect::<Vec<(String, Vec<usize>, Vec<f32>)>>()
-    };
-    let small_dm = Arch::DmWideResNet {
-        depth: 10,
-        widen: 2,
-        activation: Activation::Swish,
-    };
-    for arch in [small_dm, Arch::PreActResNet18, Arch::ResNet18Cifar] {
-        let weights = snapshot(arch, 3);
-        assert!(weights == snapshot(arch, 3), "{arch}: one seed, one network");
-        assert!(weights != snapshot(arch, 4), "{arch}: another seed, another network");
+    // Small widths of every new architecture, so the test stays quick.
+    let builders: [(&str, fn(u64) -> Network<B>); 4] = [
+        ("dm-wrn-10-2", |seed| {
+            let config = DmWideResNetConfig::new(10, 2, 10).unwrap().with_seed(seed);
+            Network::DmWideResNet(config.init(&Default::default()))
+        }),
+        ("preact-resnet18 width 16", |seed| {
+            let config = PreActResNetConfig::new(10).unwrap().with_width(16).unwrap();
+            Network::PreActResNet(config.with_seed(seed).init(&Default::default()))
+        }),
+        ("resnet18-cifar width 16", |seed| {
+            let config = CifarResNetConfig::new(10).unwrap().with_width(16).unwrap();
+            Network::CifarResNet(config.with_seed(seed).init(&Default::default()))
+        }),
+        ("dm-preact-resnet18 width 16", |seed| {
+            let config = DmPreActResNetConfig::new(10).unwrap().with_width(16).unwrap();
+            Network::DmPreActResNet(config.with_seed(seed).init(&Default::default()))
+        }),
+    ];
+    for (arch, build) in builders {
+        let snapshot = |seed| {
+            build(seed)
+                .collect(None, None, true)
+                .into_iter()
+                .map(|s| {
+                    let v = s.to_data().unwrap().convert::<f32>().to_vec().unwrap();
+                    (s.full_path(), s.shape.to_vec(), v)
+                })
+                .collect::<Vec<(String, Vec<usize>, Vec<f32>)>>()
+        };
+        let weights = snapshot(3);
+        assert!(weights == snapshot(3), "{arch}: one seed, one network");
+        assert!(weights != snapshot(4), "{arch}: another seed, another network");
         for (name, shape, values) in &weights {
-            // PyTorch's defaults: U(±1/√fan_in) for convolutions and for both linear tensors
-            // (Burn's linear weight is [in, out], its bias [out] follows [in, out]'s fan-in).
+            // PyTorch's defaults: U(±1/√fan_in) for convolutions and linear weights (Burn's
+            // linear weight is [in, out]).
             let fan_in = match shape.as_slice() {
                 [_, input, k, k2] => input * k * k2,
                 [input, _] => *input,
@@ -293,13 +353,20 @@ fn initial_weights_follow_the_seed_and_pytorch_defaults() {
                 );
             }
         }
-        let biases: Vec<&Vec<f32>> = weights
-            .iter()
-            .filter(|(name, shape, _)| name.ends_with("bias") && shape.len() == 1)
-            .filter(|(name, _, _)| name.starts_with("linear") || name.starts_with("logits"))
-            .map(|(_, _, v)| v)
-            .collect();
-        assert_eq!(biases.len(), 1, "{arch}: one classifier bias");
-        assert!(biases[0].iter().any(|&b| b != 0.0), "{arch}: bias drawn");
+        // The classifier's bias is drawn too, U(±1/√in) like its weight.
+        let classifier = |suffix: &str| {
+            weights
+                .iter()
+                .find(|(name, _, _)| {
+                    name.ends_with(&format!("linear.{suffix}"))
+                        || name.ends_with(&format!("logits.{suffix}"))
+                })
+                .unwrap_or_else(|| panic!("{arch}: no classifier {suffix}"))
+        };
+        let input = classifier("weight").1[0];
+        let bias = &classifier("bias").2;
+        let bound = 1.0 / (input as f32).sqrt();
+        assert!(bias.iter().any(|&b| b != 0.0), "{arch}: bias drawn");
+        assert!(bias.iter().all(|b| b.abs() <= bound), "{arch}: bias within ±{bound}");
     }
 }

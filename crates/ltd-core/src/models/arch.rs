@@ -1,5 +1,5 @@
 //! Architecture names as users type them (`wrn-34-10`, `dm-wrn-70-16`, `preact-resnet18`,
-//! `resnet18-cifar`, `resnet50`, …).
+//! `dm-preact-resnet18`, `resnet18-cifar`, `resnet50`, …).
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Activation, CifarResNetConfig, DmWideResNetConfig, Network, Normalization, PreActResNetConfig,
+    Activation, CifarResNetConfig, DmPreActResNetConfig, DmWideResNetConfig, Network, Normalization, PreActResNetConfig,
     ResNetConfig, ResNetKind, WideResNetConfig,
 };
 use crate::{LtdError, Result};
@@ -40,6 +40,13 @@ pub enum Arch {
     /// RobustBench's CIFAR ResNet-18 (`resnet18-cifar`; `resnet18` is torchvision's ImageNet
     /// layout).
     ResNet18Cifar,
+    /// DeepMind's pre-activation CIFAR ResNet-18 with its input normalisation inside
+    /// (`dm-preact-resnet18`: Swish; `-swish`/`-silu` may be appended;
+    /// `dm-preact-resnet18-relu`).
+    DmPreActResNet18 {
+        /// Activation function.
+        activation: Activation,
+    },
 }
 
 impl Arch {
@@ -94,7 +101,7 @@ impl Arch {
 
     /// Builds the network with the initial weights of seed 0, checking the configuration.
     ///
-    /// `normalization` is applied in front of the network; for the DeepMind WideResNets, whose
+    /// `normalization` is applied in front of the network; for the DeepMind models, whose
     /// normalisation is part of the model, `None` means RobustBench's constants for the class
     /// count (CIFAR-100 for 100 classes, CIFAR-10 otherwise) and `Some` replaces them.
     pub fn init<B: Backend>(
@@ -154,6 +161,15 @@ impl Arch {
                 config.normalization = normalization;
                 Network::CifarResNet(config.init(device))
             }
+            Arch::DmPreActResNet18 { activation } => {
+                let mut config = DmPreActResNetConfig::new(num_classes)?
+                    .with_activation(activation)
+                    .with_seed(seed);
+                if let Some(normalization) = normalization {
+                    config = config.with_normalization(normalization);
+                }
+                Network::DmPreActResNet(config.init(device))
+            }
         })
     }
 }
@@ -182,14 +198,14 @@ impl FromStr for Arch {
                 return Ok(Arch::WideResNet { depth, widen });
             }
         }
-        if let ["dm", "wrn", depth, widen, activation @ ..] = parts.as_slice() {
-            let activation = match activation {
-                [] | ["swish"] | ["silu"] => Some(Activation::Swish),
-                ["relu"] => Some(Activation::Relu),
-                _ => None,
-            };
+        if let ["dm", "preact", "resnet18", suffix @ ..] = parts.as_slice() {
+            if let Some(activation) = activation(suffix) {
+                return Ok(Arch::DmPreActResNet18 { activation });
+            }
+        }
+        if let ["dm", "wrn", depth, widen, suffix @ ..] = parts.as_slice() {
             if let (Ok(depth), Ok(widen), Some(activation)) =
-                (depth.parse(), widen.parse(), activation)
+                (depth.parse(), widen.parse(), activation(suffix))
             {
                 DmWideResNetConfig::new(depth, widen, 1)?;
                 return Ok(Arch::DmWideResNet {
@@ -214,15 +230,29 @@ impl fmt::Display for Arch {
                 depth,
                 widen,
                 activation,
-            } => {
-                let suffix = match activation {
-                    Activation::Swish => "",
-                    Activation::Relu => "-relu",
-                };
-                write!(f, "dm-wrn-{depth}-{widen}{suffix}")
-            }
+            } => write!(f, "dm-wrn-{depth}-{widen}{}", suffix(*activation)),
             Arch::PreActResNet18 => write!(f, "preact-resnet18"),
             Arch::ResNet18Cifar => write!(f, "resnet18-cifar"),
+            Arch::DmPreActResNet18 { activation } => {
+                write!(f, "dm-preact-resnet18{}", suffix(*activation))
+            }
         }
+    }
+}
+
+/// The activation a DeepMind model's name ends with: Swish unless `-relu` is appended.
+fn activation(suffix: &[&str]) -> Option<Activation> {
+    match suffix {
+        [] | ["swish"] | ["silu"] => Some(Activation::Swish),
+        ["relu"] => Some(Activation::Relu),
+        _ => None,
+    }
+}
+
+/// The name suffix of a DeepMind model's activation (Swish, the published one, has none).
+fn suffix(activation: Activation) -> &'static str {
+    match activation {
+        Activation::Swish => "",
+        Activation::Relu => "-relu",
     }
 }

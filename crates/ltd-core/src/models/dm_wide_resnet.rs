@@ -36,7 +36,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn apply<B: Backend>(self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    pub(crate) fn apply<B: Backend>(self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         match self {
             Activation::Relu => relu(x),
             Activation::Swish => silu(x),
@@ -121,7 +121,7 @@ impl DmWideResNetConfig {
         let n = (self.depth - 4) / 6;
         let w = [16, 16 * self.widen, 32 * self.widen, 64 * self.widen];
         let mut init = Init::new(self.seed, device);
-        let batch_norm = |channels| {
+        let batch_norm = |channels: usize| -> BatchNorm<B> {
             let mut bn = BatchNorm::new(channels, device);
             bn.momentum = self.bn_momentum;
             bn

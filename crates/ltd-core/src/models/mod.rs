@@ -1,9 +1,10 @@
-//! Classifiers: WideResNets (TRADES and DeepMind layouts), CIFAR ResNet-18s (standard and
-//! pre-activation, as RobustBench defines them), torchvision ResNets (ImageNet), and the
+//! Classifiers: WideResNets (TRADES and DeepMind layouts), CIFAR ResNet-18s (standard,
+//! pre-activation and DeepMind's pre-activation, as RobustBench defines them), torchvision ResNets (ImageNet), and the
 //! BatchNorm with an explicit mode they share.
 
 mod arch;
 mod batch_norm;
+mod dm_preact_resnet;
 mod dm_wide_resnet;
 mod init;
 mod mode;
@@ -16,6 +17,7 @@ mod wide_resnet;
 
 pub use arch::Arch;
 pub use batch_norm::BatchNorm;
+pub use dm_preact_resnet::{DmPreActResNet, DmPreActResNetConfig};
 pub use dm_wide_resnet::{Activation, DmWideResNet, DmWideResNetConfig};
 pub use mode::Mode;
 pub use network::Network;

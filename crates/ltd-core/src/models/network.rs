@@ -5,7 +5,8 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::{
-    CifarResNet, Classifier, DmWideResNet, Mode, Normalization, PreActResNet, ResNet, WideResNet,
+    CifarResNet, Classifier, DmPreActResNet, DmWideResNet, Mode, Normalization, PreActResNet,
+    ResNet, WideResNet,
 };
 
 /// One of the library's architectures. Weight files never contain the variant name: the weights
@@ -22,6 +23,8 @@ pub enum Network<B: Backend> {
     PreActResNet(PreActResNet<B>),
     /// CIFAR ResNet-18 (RobustBench's `ResNet18`).
     CifarResNet(CifarResNet<B>),
+    /// DeepMind's pre-activation CIFAR ResNet-18 (RobustBench's `DMPreActResNet`).
+    DmPreActResNet(DmPreActResNet<B>),
 }
 
 /// Calls `$body` with `$m` bound to the architecture inside `$network`.
@@ -33,6 +36,7 @@ macro_rules! each {
             Network::DmWideResNet($m) => $body,
             Network::PreActResNet($m) => $body,
             Network::CifarResNet($m) => $body,
+            Network::DmPreActResNet($m) => $body,
         }
     };
 }
