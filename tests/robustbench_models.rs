@@ -46,7 +46,10 @@ fn resnet18_cifar_w8() -> Network<B> {
 }
 
 fn dm_preact_resnet18_w8() -> Network<B> {
-    let config = DmPreActResNetConfig::new(10).unwrap().with_width(8).unwrap();
+    let config = DmPreActResNetConfig::new(10)
+        .unwrap()
+        .with_width(8)
+        .unwrap();
     Network::DmPreActResNet(config.init(&Default::default()))
 }
 
@@ -64,7 +67,10 @@ fn assert_close<const D: usize>(what: &str, ours: Tensor<B, D>, theirs: Tensor<B
     let spread = values(theirs.clone())
         .iter()
         .fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(spread > 0.5, "{what}: the reference values are too small to test");
+    assert!(
+        spread > 0.5,
+        "{what}: the reference values are too small to test"
+    );
     let diff = max_abs_diff(ours, theirs);
     eprintln!("{what}: max |Δ| = {diff:.3e}");
     assert!(diff < 1e-4, "{what} differs from PyTorch by {diff}");
@@ -139,8 +145,15 @@ fn train_logits_and_running_statistics_match_robustbench() {
             assert!(diff < 1e-4, "{stem}: {name} differs from PyTorch by {diff}");
             compared += 1;
         }
-        let batch_norms = ours.iter().filter(|(n, _)| n.ends_with("running_var")).count();
-        assert_eq!(compared, 2 * batch_norms, "{stem}: every BatchNorm compared");
+        let batch_norms = ours
+            .iter()
+            .filter(|(n, _)| n.ends_with("running_var"))
+            .count();
+        assert_eq!(
+            compared,
+            2 * batch_norms,
+            "{stem}: every BatchNorm compared"
+        );
         eprintln!("{stem}: {compared} running statistics within 1e-4");
     }
 }
@@ -151,7 +164,11 @@ fn input_gradients_match_robustbench() {
         let model: Network<AD> = Network::from_inner(imported(stem, build));
         let x = fixture_tensor::<AD, 4>(&io(stem), "input").require_grad();
         let weights = fixture_tensor::<AD, 2>(&io(stem), "grad_weights");
-        let grads = model.forward(x.clone(), Mode::Eval).mul(weights).sum().backward();
+        let grads = model
+            .forward(x.clone(), Mode::Eval)
+            .mul(weights)
+            .sum()
+            .backward();
         let grad = x.grad(&grads).expect("input gradient");
         let expected = fixture_tensor::<B, 4>(&io(stem), "grad_input");
         assert_close(&format!("{stem} input gradient"), grad, expected);
@@ -177,7 +194,10 @@ fn dm_models_carry_the_normalisation_of_their_data_set() {
         activation: Activation::Swish,
     };
     assert_eq!(
-        dm_preact.init::<B>(100, None, &device).unwrap().normalization(),
+        dm_preact
+            .init::<B>(100, None, &device)
+            .unwrap()
+            .normalization(),
         Some(&Normalization::cifar100())
     );
     assert_eq!(dm(100, None), Some(Normalization::cifar100()));
@@ -218,7 +238,10 @@ fn the_activation_matters() {
 #[test]
 fn a_checkpoint_of_another_architecture_is_refused() {
     let cases = [
-        ("preact_resnet18_w8", resnet18_cifar_w8 as fn() -> Network<B>),
+        (
+            "preact_resnet18_w8",
+            resnet18_cifar_w8 as fn() -> Network<B>,
+        ),
         ("resnet18_cifar_w8", preact_resnet18_w8),
         ("dm_wrn10_1_relu_c100", dm_wrn16_2),
         ("dm_preact_resnet18_w8", preact_resnet18_w8),
@@ -265,9 +288,18 @@ fn architecture_names_round_trip() {
         let arch: Arch = name.parse().unwrap();
         assert_eq!(arch.to_string(), name);
     }
-    assert_eq!("DM-WRN-70-16-SiLU".parse::<Arch>().unwrap(), Arch::DM_WRN_70_16);
-    assert_eq!("dm_wrn_28_10_swish".parse::<Arch>().unwrap(), Arch::DM_WRN_28_10);
-    assert_eq!("PreAct_ResNet18".parse::<Arch>().unwrap(), Arch::PreActResNet18);
+    assert_eq!(
+        "DM-WRN-70-16-SiLU".parse::<Arch>().unwrap(),
+        Arch::DM_WRN_70_16
+    );
+    assert_eq!(
+        "dm_wrn_28_10_swish".parse::<Arch>().unwrap(),
+        Arch::DM_WRN_28_10
+    );
+    assert_eq!(
+        "PreAct_ResNet18".parse::<Arch>().unwrap(),
+        Arch::PreActResNet18
+    );
     assert_eq!(
         "dm-preact-resnet18-silu".parse::<Arch>().unwrap(),
         Arch::DmPreActResNet18 {
@@ -314,7 +346,10 @@ fn initial_weights_follow_the_seed_and_pytorch_defaults() {
             Network::CifarResNet(config.with_seed(seed).init(&Default::default()))
         }),
         ("dm-preact-resnet18 width 16", |seed| {
-            let config = DmPreActResNetConfig::new(10).unwrap().with_width(16).unwrap();
+            let config = DmPreActResNetConfig::new(10)
+                .unwrap()
+                .with_width(16)
+                .unwrap();
             Network::DmPreActResNet(config.with_seed(seed).init(&Default::default()))
         }),
     ];
@@ -331,7 +366,10 @@ fn initial_weights_follow_the_seed_and_pytorch_defaults() {
         };
         let weights = snapshot(3);
         assert!(weights == snapshot(3), "{arch}: one seed, one network");
-        assert!(weights != snapshot(4), "{arch}: another seed, another network");
+        assert!(
+            weights != snapshot(4),
+            "{arch}: another seed, another network"
+        );
         for (name, shape, values) in &weights {
             // PyTorch's defaults: U(±1/√fan_in) for convolutions and linear weights (Burn's
             // linear weight is [in, out]).
@@ -367,6 +405,9 @@ fn initial_weights_follow_the_seed_and_pytorch_defaults() {
         let bias = &classifier("bias").2;
         let bound = 1.0 / (input as f32).sqrt();
         assert!(bias.iter().any(|&b| b != 0.0), "{arch}: bias drawn");
-        assert!(bias.iter().all(|b| b.abs() <= bound), "{arch}: bias within ±{bound}");
+        assert!(
+            bias.iter().all(|b| b.abs() <= bound),
+            "{arch}: bias within ±{bound}"
+        );
     }
 }

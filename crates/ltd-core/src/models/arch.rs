@@ -8,8 +8,8 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Activation, CifarResNetConfig, DmPreActResNetConfig, DmWideResNetConfig, Network, Normalization, PreActResNetConfig,
-    ResNetConfig, ResNetKind, WideResNetConfig,
+    Activation, CifarResNetConfig, DmPreActResNetConfig, DmWideResNetConfig, Network,
+    Normalization, PreActResNetConfig, ResNetConfig, ResNetKind, WideResNetConfig,
 };
 use crate::{LtdError, Result};
 

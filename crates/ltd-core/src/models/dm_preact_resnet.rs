@@ -181,9 +181,7 @@ impl<B: Backend> Classifier<B> for DmPreActResNet<B> {
             .into_iter()
             .flatten()
             .fold(x, |x, block| block.forward(x, mode, self.activation));
-        let x = self
-            .activation
-            .apply(self.batchnorm.forward(x, mode));
+        let x = self.activation.apply(self.batchnorm.forward(x, mode));
         let x = avg_pool2d(x, [4, 4], [4, 4], [0, 0], true, false);
         self.logits.forward(x.flatten::<2>(1, 3))
     }

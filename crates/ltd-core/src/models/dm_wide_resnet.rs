@@ -224,9 +224,7 @@ impl<B: Backend> Classifier<B> for DmWideResNet<B> {
             .iter()
             .flat_map(|group| &group.block)
             .fold(x, |x, block| block.forward(x, mode, self.activation));
-        let x = self
-            .activation
-            .apply(self.batchnorm.forward(x, mode));
+        let x = self.activation.apply(self.batchnorm.forward(x, mode));
         let x = avg_pool2d(x, [8, 8], [8, 8], [0, 0], true, false);
         self.logits.forward(x.flatten::<2>(1, 3))
     }
