@@ -15,8 +15,10 @@ use ltd::core::models::{
 };
 use ltd::core::weights;
 
-/// The fixtures: file stem and the model the Rust side builds for it.
-const CASES: [(&str, fn() -> Network<B>); 5] = [
+/// A fixture's file stem and the model the Rust side builds for it.
+type Case = (&'static str, fn() -> Network<B>);
+
+const CASES: [Case; 5] = [
     ("dm_wrn16_2", dm_wrn16_2),
     ("dm_wrn10_1_relu_c100", dm_wrn10_1_relu_c100),
     ("preact_resnet18_w8", preact_resnet18_w8),
@@ -332,7 +334,8 @@ fn architecture_names_round_trip() {
 fn initial_weights_follow_the_seed_and_pytorch_defaults() {
     use burn_store::ModuleSnapshot;
     // Small widths of every new architecture, so the test stays quick.
-    let builders: [(&str, fn(u64) -> Network<B>); 4] = [
+    type Builder = (&'static str, fn(u64) -> Network<B>);
+    let builders: [Builder; 4] = [
         ("dm-wrn-10-2", |seed| {
             let config = DmWideResNetConfig::new(10, 2, 10).unwrap().with_seed(seed);
             Network::DmWideResNet(config.init(&Default::default()))

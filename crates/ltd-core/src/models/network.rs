@@ -1,6 +1,9 @@
 //! Any of the library's architectures behind one type, for code that picks the architecture at
 //! run time (examples, checkpoint import).
 
+// Each variant is named after the model type it holds (and Module's derive copies the names).
+#![allow(clippy::enum_variant_names)]
+
 use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
