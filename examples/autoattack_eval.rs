@@ -39,9 +39,10 @@ struct Args {
     /// Classes of the model.
     #[arg(long, default_value_t = 10)]
     num_classes: usize,
-    /// Input normalisation the checkpoint expects (`cifar10`, `imagenet`); none by default,
-    /// except for dm-*, which carry RobustBench's (CIFAR-100's for 100 classes, else
-    /// CIFAR-10's) and take this as a replacement.
+    /// Input normalisation the checkpoint expects: `cifar10`, `cifar100`, `imagenet`, or
+    /// `MEAN,MEAN,MEAN/STD,STD,STD`; none by default, except for dm-*, which carry
+    /// RobustBench's (CIFAR-100's for 100 classes, else CIFAR-10's) and take this as a
+    /// replacement.
     #[arg(long)]
     normalize: Option<String>,
     /// Folder (or .tar.gz) with CIFAR-10 `test_batch.bin` or CIFAR-100 `test.bin`.
@@ -177,12 +178,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let normalization = match args.normalize.as_deref() {
-        None => None,
-        Some("cifar10") => Some(Normalization::cifar10()),
-        Some("imagenet") => Some(Normalization::imagenet()),
-        Some(other) => bail!("unknown normalisation `{other}` (cifar10 or imagenet)"),
-    };
+    let normalization = args
+        .normalize
+        .as_deref()
+        .map(str::parse::<Normalization>)
+        .transpose()?;
     let arch: Arch = args.arch.parse()?;
     let model = arch.init::<Train>(args.num_classes, normalization, &device)?;
     let checkpoint = args
@@ -210,7 +210,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         state_path: Some(state_path.clone()),
         resume: args.resume,
         keep_adversarial: args.save_adversarial.is_some(),
-        on_progress: &mut on_progress,
+        on_progress: Some(&mut on_progress),
     };
     let (report, adversarial) = autoattack::run(&config, &model, &test, range, options)?;
     if let Some(path) = &args.save_adversarial {
@@ -233,7 +233,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 
 fn finish(args: &Args, report: &AutoAttackReport) -> anyhow::Result<()> {
     println!("\n{}", report.markdown());
-    common::write_report(report, &args.report)?;
+    report.save(&args.report)?;
     println!("report written to {}", args.report.display());
     Ok(())
 }

@@ -98,7 +98,7 @@ fn evaluate(
         state_path: state,
         resume,
         keep_adversarial: true,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     autoattack::run_attacks(&config(), &attacks(), &model, &data, range, options)
         .unwrap()
@@ -120,7 +120,7 @@ fn run_interrupted(state: &std::path::Path, after: usize) -> bool {
         state_path: Some(state.to_path_buf()),
         resume: false,
         keep_adversarial: true,
-        on_progress: &mut interrupt,
+        on_progress: Some(&mut interrupt),
     };
     catch_unwind(AssertUnwindSafe(|| {
         autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options)
@@ -201,7 +201,7 @@ fn autoattack_never_attacks_a_point_already_broken() {
         state_path: None,
         resume: false,
         keep_adversarial: false,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     let (after_fgsm, _) =
         autoattack::run_attacks(&config(), &list, &model, &data, 0..60, options).unwrap();
@@ -213,7 +213,7 @@ fn autoattack_never_attacks_a_point_already_broken() {
         state_path: None,
         resume: false,
         keep_adversarial: false,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     let (report, _) =
         autoattack::run_attacks(&config(), &list, &model, &data, 0..60, options).unwrap();
@@ -267,7 +267,7 @@ fn a_state_file_from_another_evaluation_is_refused() {
         state_path: Some(state),
         resume: true,
         keep_adversarial: false,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     let other = AutoAttackConfig {
         seed: 6,
@@ -293,7 +293,7 @@ fn resume_with(
         state_path: Some(state.to_path_buf()),
         resume,
         keep_adversarial: true,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     autoattack::run_attacks(&config(), &attacks(), model, data, 0..60, options)
         .err()
@@ -496,7 +496,7 @@ fn forged_and_mixed_reports_are_refused() {
         state_path: None,
         resume: false,
         keep_adversarial: false,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     let (second_other, _) = autoattack::run_attacks(
         &config(),
@@ -524,7 +524,7 @@ fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
         state_path: None,
         resume: false,
         keep_adversarial: true,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     let (report, whole) =
         autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options).unwrap();
@@ -541,7 +541,7 @@ fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
         state_path: Some(state),
         resume: true,
         keep_adversarial: true,
-        on_progress: &mut quiet,
+        on_progress: Some(&mut quiet),
     };
     let (_, resumed) =
         autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options).unwrap();

@@ -16,7 +16,7 @@ use ltd::core::eval::outputs::ReportPaths;
 use ltd::core::models::Network;
 use ltd::core::objectives::{Labels, Objective, TeacherFn};
 use ltd::core::train::{fit, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
-use ltd::core::{weights, Mode};
+use ltd::core::{weights, LtdError, Mode};
 use ltd::data::{load_cifar_auto, CifarKind, Dataset, Split, SyntheticConfig};
 
 /// The model type every example trains.
@@ -93,15 +93,16 @@ pub fn load_data(
     Ok((name(found), train, test))
 }
 
-/// Loads weights into `model`: Burn's `.mpk` or a `.safetensors`/`.pt` in PyTorch naming.
+/// Loads weights into `model` (any format, recognised by content); a checkpoint of another
+/// architecture or class count says which flags to check.
 pub fn load_weights(model: Model, path: &Path, device: &Device) -> anyhow::Result<Model> {
-    if !path.is_file() {
-        bail!("{} does not exist", path.display());
-    }
-    Ok(if path.extension().is_some_and(|e| e == "mpk") {
-        weights::load(model, path, device)?
-    } else {
-        weights::import(model, path)?
+    weights::load(model, path, device).map_err(|e| match e {
+        LtdError::ShapeMismatch { .. }
+        | LtdError::MissingKey { .. }
+        | LtdError::UnexpectedKey { .. } => {
+            anyhow::anyhow!("{e} (do --arch and --num-classes match the checkpoint?)")
+        }
+        e => e.into(),
     })
 }
 
@@ -286,10 +287,10 @@ pub fn evaluate(
         state_path: Some(state.clone()),
         resume,
         keep_adversarial: false,
-        on_progress: &mut progress,
+        on_progress: Some(&mut progress),
     };
     let (report, _) = autoattack::run(config, model, test, range, options)?;
-    write_report(&report, report_path)?;
+    report.save(report_path)?;
     remove_state(&state);
     Ok(report)
 }
@@ -312,13 +313,4 @@ fn finished_report(
         && report.first_index == range.start
         && report.n_examples == range.len())
     .then_some(report))
-}
-
-/// Writes the JSON report (atomically) and its Markdown copy beside it ([`ReportPaths`]).
-pub fn write_report(report: &AutoAttackReport, path: &Path) -> anyhow::Result<()> {
-    let json = serde_json::to_vec_pretty(report)?;
-    ltd::core::fs::write_atomic(path, &json)?;
-    let markdown = ReportPaths::new(path).markdown;
-    ltd::core::fs::write_atomic(&markdown, report.markdown().as_bytes())?;
-    Ok(())
 }

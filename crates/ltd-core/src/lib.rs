@@ -4,6 +4,8 @@
 //! Images are NCHW `f32` tensors with pixels in [0, 1]; a [`models::Classifier`] maps them to
 //! logits in an explicit [`models::Mode`].
 
+#![warn(missing_docs)]
+
 pub mod attacks;
 pub mod error;
 pub mod eval;

@@ -141,7 +141,7 @@ fn evaluate(
         state_path: Some(state.to_path_buf()),
         resume,
         keep_adversarial: true,
-        on_progress: &mut progress,
+        on_progress: Some(&mut progress),
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         autoattack::run_attacks(&config(), &attacks(), model, data, 0..IMAGES, options)

@@ -12,7 +12,9 @@ use crate::error::DataError;
 /// zero-padded by `pad` and cropped back to its size) and, if `flip`, a fair-coin mirror.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Augment {
+    /// Zero padding on each side, in pixels: the largest crop offset (0 disables cropping).
     pub pad: usize,
+    /// Whether to mirror horizontally with probability 1/2.
     pub flip: bool,
 }
 
@@ -40,8 +42,11 @@ impl Default for Augment {
 /// (then mirrored, if `flip`) crop, and 0 where that falls in the padding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Transform {
+    /// Vertical crop offset: output row `y` reads input row `y + dy`.
     pub dy: isize,
+    /// Horizontal crop offset: crop column `x` reads input column `x + dx`.
     pub dx: isize,
+    /// Whether the crop is mirrored horizontally.
     pub flip: bool,
 }
 

@@ -18,14 +18,18 @@ use records::{check_len, read_records, ReadFailure};
 /// Which CIFAR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CifarKind {
+    /// CIFAR-10: 10 classes, one label byte per record.
     Ten,
+    /// CIFAR-100: 100 fine classes, coarse and fine label bytes per record.
     Hundred,
 }
 
 /// Training or test images.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
+    /// The 50,000 training images.
     Train,
+    /// The 10,000 test images.
     Test,
 }
 
@@ -46,6 +50,7 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
 const CIFAR100_COARSE_CLASSES: usize = 20;
 
 impl CifarKind {
+    /// Classes a label can name: 10 or 100 (fine labels).
     pub fn num_classes(self) -> usize {
         match self {
             Self::Ten => 10,
@@ -118,7 +123,12 @@ enum Source {
 /// Hostile or damaged input costs little: a file or member larger than the official one (or
 /// not whole records) is refused by its size before it is read, and an archive may decompress
 /// only its CIFAR members plus 4 MiB (see the `archive` module for everything it checks).
-pub fn load_cifar(kind: CifarKind, path: &Path, split: Split) -> Result<Dataset, DataError> {
+pub fn load_cifar(
+    kind: CifarKind,
+    path: impl AsRef<Path>,
+    split: Split,
+) -> Result<Dataset, DataError> {
+    let path = path.as_ref();
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let location = match locate(kind, path, split)? {
@@ -191,7 +201,11 @@ fn read_file(
 }
 
 /// Like [`load_cifar`], detecting the kind first with [`detect_cifar_kind`].
-pub fn load_cifar_auto(path: &Path, split: Split) -> Result<(CifarKind, Dataset), DataError> {
+pub fn load_cifar_auto(
+    path: impl AsRef<Path>,
+    split: Split,
+) -> Result<(CifarKind, Dataset), DataError> {
+    let path = path.as_ref();
     let kind = detect_cifar_kind(path)?;
     Ok((kind, load_cifar(kind, path, split)?))
 }
@@ -199,7 +213,8 @@ pub fn load_cifar_auto(path: &Path, split: Split) -> Result<(CifarKind, Dataset)
 /// Which CIFAR lives at `path`: `test_batch.bin`/`data_batch_1.bin` (or their official folder
 /// or archive) mean CIFAR-10, `test.bin`/`train.bin` (or theirs) CIFAR-100. An archive with a
 /// non-official name is recognised by its members.
-pub fn detect_cifar_kind(path: &Path) -> Result<CifarKind, DataError> {
+pub fn detect_cifar_kind(path: impl AsRef<Path>) -> Result<CifarKind, DataError> {
+    let path = path.as_ref();
     if !path.exists() {
         return Err(DataError::NotFound { path: path.into() });
     }

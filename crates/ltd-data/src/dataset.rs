@@ -8,8 +8,11 @@ use crate::error::DataError;
 /// Channels, height and width of every image in a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ImageShape {
+    /// Colour channels (3 for RGB).
     pub channels: usize,
+    /// Rows of pixels.
     pub height: usize,
+    /// Columns of pixels.
     pub width: usize,
 }
 
@@ -17,6 +20,7 @@ impl ImageShape {
     /// 3×32×32, the CIFAR image.
     pub const CIFAR: Self = Self::new(3, 32, 32);
 
+    /// A shape of `channels`×`height`×`width`.
     pub const fn new(channels: usize, height: usize, width: usize) -> Self {
         Self {
             channels,
@@ -50,8 +54,11 @@ pub struct Dataset {
 /// dataset indices they came from (to look up per-image data such as precomputed soft labels).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
+    /// Pixels, NCHW, in [0, 1].
     pub images: Vec<f32>,
+    /// One label per image.
     pub labels: Vec<usize>,
+    /// Each image's index in the dataset it came from.
     pub indices: Vec<usize>,
     /// `[n, c, h, w]`.
     pub shape: [usize; 4],
@@ -63,6 +70,7 @@ impl Batch {
         self.labels.len()
     }
 
+    /// Whether the batch holds no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -123,18 +131,22 @@ impl Dataset {
         })
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the dataset holds no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// The shape every image has.
     pub fn shape(&self) -> ImageShape {
         self.shape
     }
 
+    /// Number of classes; every label is below it.
     pub fn num_classes(&self) -> usize {
         self.num_classes
     }
@@ -144,6 +156,7 @@ impl Dataset {
         &self.images
     }
 
+    /// All labels, one per image, in image order.
     pub fn labels(&self) -> &[usize] {
         &self.labels
     }

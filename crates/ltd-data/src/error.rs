@@ -10,11 +10,19 @@ use std::path::PathBuf;
 pub enum DataError {
     /// The path given by the user does not exist.
     #[error("{path}: no such file or folder")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path.
+        path: PathBuf,
+    },
 
     /// A file the format requires is absent.
     #[error("{file} not found (looked in {looked_in})")]
-    MissingFile { file: String, looked_in: String },
+    MissingFile {
+        /// The file's name.
+        file: String,
+        /// Where it was looked for (folders or an archive).
+        looked_in: String,
+    },
 
     /// Kind detection found nothing that looks like CIFAR data.
     #[error(
@@ -22,24 +30,45 @@ pub enum DataError {
          test.bin (CIFAR-100), the folder cifar-10-batches-bin/ or cifar-100-binary/, or the \
          official cifar-10-binary.tar.gz or cifar-100-binary.tar.gz"
     )]
-    NotCifar { path: PathBuf },
+    NotCifar {
+        /// The path given.
+        path: PathBuf,
+    },
 
     /// Kind detection found both CIFAR-10 and CIFAR-100 data.
     #[error("{path} holds both CIFAR-10 and CIFAR-100 data: load it with an explicit CifarKind")]
-    AmbiguousCifarKind { path: PathBuf },
+    AmbiguousCifarKind {
+        /// The folder or archive.
+        path: PathBuf,
+    },
 
     /// The operating system refused a read. The cause is part of the message and not chained as
     /// a `source`, so `{:#}` printers show the reason once.
     #[error("cannot read {path}: {error}")]
-    Read { path: PathBuf, error: io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        error: io::Error,
+    },
 
     /// The operating system refused a write.
     #[error("cannot write {path}: {error}")]
-    Write { path: PathBuf, error: io::Error },
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        error: io::Error,
+    },
 
     /// The archive is not valid gzip (from its first two bytes on) or not a valid tar stream.
     #[error("{path} is not a readable .tar.gz archive: {error}")]
-    Archive { path: PathBuf, error: io::Error },
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: io::Error,
+    },
 
     /// The archive decompresses to more bytes outside the CIFAR files than an archive of CIFAR
     /// holds (a few KB of headers and text): a decompression bomb, or not a CIFAR archive.
@@ -47,24 +76,41 @@ pub enum DataError {
         "{path}: more than {limit} decompressed bytes outside the CIFAR record files; \
          refusing to decompress further"
     )]
-    ArchiveTooLarge { path: PathBuf, limit: u64 },
+    ArchiveTooLarge {
+        /// The archive.
+        path: PathBuf,
+        /// Decompressed bytes allowed outside the CIFAR files.
+        limit: u64,
+    },
 
     /// A path named like a CIFAR file is a folder, device or pipe: reading it could block or
     /// never end.
     #[error("{path} is not a regular file")]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
 
     /// An archive member named like a CIFAR file is a link, folder or other non-file entry.
     #[error("{file} is a {entry_type}, not a regular file")]
-    MemberNotAFile { file: String, entry_type: String },
+    MemberNotAFile {
+        /// The archive and member path (`archive:member`).
+        file: String,
+        /// What the entry is instead (e.g. "symbolic link").
+        entry_type: String,
+    },
 
     /// Two archive members carry the same CIFAR file name: which one is meant is ambiguous
     /// (`tar` extracts the last, a streaming reader would see the first), so neither is used.
     #[error("{archive} holds {name} twice (as {first} and as {second})")]
     DuplicateMember {
+        /// The archive.
         archive: PathBuf,
+        /// The CIFAR file name both members carry.
         name: String,
+        /// The first member's path.
         first: String,
+        /// The second member's path.
         second: String,
     },
 
@@ -74,24 +120,37 @@ pub enum DataError {
          ({max_records} records of {record_len} bytes = {max} bytes)"
     )]
     TooLarge {
+        /// The file (or `archive:member`).
         file: String,
+        /// Bytes declared.
         len: u64,
+        /// Bytes the official file holds at most.
         max: u64,
+        /// Records the official file holds.
         max_records: u64,
+        /// Bytes per record.
         record_len: usize,
     },
 
     /// A file or member ended before the length its size (or tar header) declared.
     #[error("{file}: ends after {got} of the {declared} bytes its size declares")]
     ShortRead {
+        /// The file (or `archive:member`).
         file: String,
+        /// Bytes declared.
         declared: u64,
+        /// Bytes read before the end.
         got: u64,
     },
 
     /// A file grew while it was being read.
     #[error("{file}: holds more than the {declared} bytes its size declared when opened (it changed while being read)")]
-    Changed { file: String, declared: u64 },
+    Changed {
+        /// The file.
+        file: String,
+        /// Bytes its size declared when opened.
+        declared: u64,
+    },
 
     /// A binary file does not hold a whole number of records.
     #[error(
@@ -99,9 +158,13 @@ pub enum DataError {
          (the last record is truncated to {trailing} bytes)"
     )]
     TruncatedRecord {
+        /// The file (or `archive:member`).
         file: String,
+        /// Bytes declared.
         len: usize,
+        /// Bytes per record.
         record_len: usize,
+        /// Bytes of the last, partial record.
         trailing: usize,
     },
 
@@ -110,16 +173,24 @@ pub enum DataError {
         "{file}: record {record} has {which} {label}, but there are only {num_classes} classes"
     )]
     LabelOutOfRange {
+        /// The file (or `archive:member`).
         file: String,
+        /// The record's index in the file.
         record: usize,
+        /// Which label: "label", "coarse label" or "fine label".
         which: &'static str,
+        /// The label found.
         label: usize,
+        /// Classes of that label.
         num_classes: usize,
     },
 
     /// A split (or a dataset handed to a loader) holds no images.
     #[error("{what} holds no images")]
-    Empty { what: String },
+    Empty {
+        /// What holds no images (a split, or the dataset given to a loader).
+        what: String,
+    },
 
     /// In-memory images, labels and shape disagree.
     #[error("invalid dataset: {0}")]
@@ -127,7 +198,12 @@ pub enum DataError {
 
     /// An image index past the end of a dataset.
     #[error("index {index} is out of range for a dataset of {len} images")]
-    IndexOutOfRange { index: usize, len: usize },
+    IndexOutOfRange {
+        /// The index.
+        index: usize,
+        /// Images in the dataset.
+        len: usize,
+    },
 
     /// A setting that cannot work (batch size 0, a fraction outside [0, 1], ...).
     #[error("invalid configuration: {0}")]

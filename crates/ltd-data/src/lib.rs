@@ -4,6 +4,8 @@
 //! Images stay `u8` CHW in memory and become NCHW `f32` in [0, 1] per [`Batch`]; no tensor
 //! library is involved, so the core crate uploads batches to whatever backend it runs.
 
+#![warn(missing_docs)]
+
 pub mod augment;
 pub mod cifar;
 pub mod dataset;

@@ -19,6 +19,7 @@ use crate::seeding::{derived_rng, Purpose};
 /// How a [`Loader`] cuts epochs into batches.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoaderConfig {
+    /// Images per batch (at least 1).
     pub batch_size: usize,
     /// Shuffle each epoch (else dataset order).
     pub shuffle: bool,
@@ -26,6 +27,7 @@ pub struct LoaderConfig {
     pub augment: Option<Augment>,
     /// Skip the last batch if it would be smaller than `batch_size`.
     pub drop_last: bool,
+    /// Seed of the shuffle order and the augmentation draws.
     pub seed: u64,
     /// Batches prepared ahead of the consumer.
     pub prefetch: usize,
@@ -69,10 +71,12 @@ impl Loader {
         Ok(Self { dataset, config })
     }
 
+    /// The dataset batches are cut from.
     pub fn dataset(&self) -> &Dataset {
         &self.dataset
     }
 
+    /// The settings it was built with.
     pub fn config(&self) -> &LoaderConfig {
         &self.config
     }

@@ -54,12 +54,15 @@ const BLEND_WEIGHT: (f32, f32) = (0.5, 0.6);
 /// How many images and how much ambiguity to generate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticConfig {
+    /// Training images to generate.
     pub train: usize,
+    /// Test images to generate.
     pub test: usize,
     /// Share of training images that blend two classes (rounded to a whole count).
     pub ambiguous_fraction: f32,
     /// The same for the test set; 0 by default so test accuracy measures the learnable signal.
     pub test_ambiguous_fraction: f32,
+    /// Seed of every random choice: same seed, same bytes.
     pub seed: u64,
 }
 
@@ -78,9 +81,13 @@ impl Default for SyntheticConfig {
 /// The generated splits, with which images are ambiguous blends.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyntheticData {
+    /// The training split.
     pub train: Dataset,
+    /// The test split.
     pub test: Dataset,
+    /// Per training image, whether it is an ambiguous blend of two classes.
     pub train_ambiguous: Vec<bool>,
+    /// Per test image, whether it is an ambiguous blend of two classes.
     pub test_ambiguous: Vec<bool>,
 }
 

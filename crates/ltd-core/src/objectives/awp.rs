@@ -12,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::{Objective, Prepared};
+use super::Objective;
 use crate::attacks::Inner;
 
 /// AWP settings.
@@ -49,7 +49,7 @@ impl Awp {
         &self,
         model: &M,
         objective: &O,
-        batch: &Prepared<B>,
+        batch: &O::Batch,
     ) -> WeightPerturbation<B> {
         let grads = objective.loss(model, batch, false).loss.backward();
         let mut collect = Collect {

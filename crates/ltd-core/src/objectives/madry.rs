@@ -5,7 +5,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Labels, LossOutput, Objective, Prepared};
+use super::{Labels, LossOutput, Objective, Prepared, PreparedAdversarial};
 use crate::attacks::{Attack, AttackModel, Inner, Pgd};
 use crate::losses::soft_cross_entropy;
 use crate::models::{Classifier, Mode};
@@ -30,6 +30,8 @@ impl<B: AutodiffBackend> Madry<B> {
 }
 
 impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
+    type Batch = PreparedAdversarial<B>;
+
     fn prepare(
         &self,
         model: &M,
@@ -37,7 +39,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
         y: Tensor<B, 1, Int>,
         indices: &[usize],
         rng: &mut ChaCha8Rng,
-    ) -> crate::Result<Prepared<B>> {
+    ) -> crate::Result<PreparedAdversarial<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
         let targets = self.labels.targets(
             x_inner.clone(),
@@ -46,24 +48,22 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Madry<B> {
             model.num_classes(),
         )?;
         let x_adv = self.attack.perturb(model, x_inner, y_inner, rng)?;
-        Ok(Prepared {
-            x,
-            y,
-            targets,
-            x_adv: Some(Tensor::from_inner(x_adv)),
+        Ok(PreparedAdversarial {
+            clean: Prepared { x, y, targets },
+            x_adv: Tensor::from_inner(x_adv),
         })
     }
 
-    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
+    fn loss(&self, model: &M, batch: &PreparedAdversarial<B>, update_bn: bool) -> LossOutput<B> {
         let mode = if update_bn {
             Mode::Train
         } else {
             Mode::TrainFrozen
         };
-        let x_adv = batch.x_adv.clone().expect("prepared by Madry::prepare");
-        let logits = model.forward(x_adv, mode);
-        let natural_logits = model.valid().forward(batch.x.clone().inner(), Mode::Eval);
-        let loss = soft_cross_entropy(logits, Tensor::from_inner(batch.targets.clone())).mean();
+        let logits = model.forward(batch.x_adv.clone(), mode);
+        let clean = &batch.clean;
+        let natural_logits = model.valid().forward(clean.x.clone().inner(), Mode::Eval);
+        let loss = soft_cross_entropy(logits, Tensor::from_inner(clean.targets.clone())).mean();
         LossOutput {
             loss,
             natural_logits,

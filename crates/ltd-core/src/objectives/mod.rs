@@ -26,7 +26,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::attacks::Inner;
 
-/// A batch ready for the loss: clean images, labels, targets and adversarial images.
+/// A batch ready for the loss: clean images, labels and the natural cross-entropy's targets.
 #[derive(Debug, Clone)]
 pub struct Prepared<B: AutodiffBackend> {
     /// Clean images.
@@ -35,8 +35,15 @@ pub struct Prepared<B: AutodiffBackend> {
     pub y: Tensor<B, 1, Int>,
     /// Target distributions of the natural cross-entropy.
     pub targets: Tensor<Inner<B>, 2>,
-    /// Adversarial images, for objectives that use them.
-    pub x_adv: Option<Tensor<B, 4>>,
+}
+
+/// A [`Prepared`] batch with its adversarial images (PGD-AT, TRADES).
+#[derive(Debug, Clone)]
+pub struct PreparedAdversarial<B: AutodiffBackend> {
+    /// The clean batch and its targets.
+    pub clean: Prepared<B>,
+    /// Adversarial images, one per clean image.
+    pub x_adv: Tensor<B, 4>,
 }
 
 /// What one loss evaluation yields.
@@ -49,6 +56,10 @@ pub struct LossOutput<B: AutodiffBackend> {
 
 /// A training loss over model `M`.
 pub trait Objective<B: AutodiffBackend, M> {
+    /// What [`Objective::prepare`] hands to [`Objective::loss`]: [`Prepared`], or
+    /// [`PreparedAdversarial`] for objectives that train on adversarial images.
+    type Batch;
+
     /// Inference-mode work for a batch: targets and adversarial examples (seeded by `rng`).
     /// `indices` are the images' positions in the training set (for precomputed soft labels).
     fn prepare(
@@ -58,9 +69,9 @@ pub trait Objective<B: AutodiffBackend, M> {
         y: Tensor<B, 1, Int>,
         indices: &[usize],
         rng: &mut ChaCha8Rng,
-    ) -> crate::Result<Prepared<B>>;
+    ) -> crate::Result<Self::Batch>;
 
     /// The training-mode loss on a prepared batch. With `update_bn` false no forward changes
     /// BatchNorm running statistics (AWP's look-ahead); otherwise the objective's own order.
-    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B>;
+    fn loss(&self, model: &M, batch: &Self::Batch, update_bn: bool) -> LossOutput<B>;
 }

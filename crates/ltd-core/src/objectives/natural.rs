@@ -53,6 +53,8 @@ impl<B: AutodiffBackend> Natural<B> {
 }
 
 impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural<B> {
+    type Batch = Prepared<B>;
+
     fn prepare(
         &self,
         model: &M,
@@ -67,12 +69,7 @@ impl<B: AutodiffBackend, M: Classifier<B>> Objective<B, M> for Natural<B> {
             indices,
             model.num_classes(),
         )?;
-        Ok(Prepared {
-            x,
-            y,
-            targets,
-            x_adv: None,
-        })
+        Ok(Prepared { x, y, targets })
     }
 
     fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {

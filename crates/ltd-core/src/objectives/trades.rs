@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{BnOrder, Labels, LossOutput, Objective, Prepared};
+use super::{BnOrder, Labels, LossOutput, Objective, Prepared, PreparedAdversarial};
 use crate::attacks::{AttackModel, Inner, ThreatModel, Victim};
 use crate::losses::{kl_divergence, soft_cross_entropy};
 use crate::models::Mode;
@@ -86,6 +86,8 @@ impl<B: AutodiffBackend> Trades<B> {
 }
 
 impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
+    type Batch = PreparedAdversarial<B>;
+
     fn prepare(
         &self,
         model: &M,
@@ -93,32 +95,31 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Objective<B, M> for Trades<B> {
         y: Tensor<B, 1, Int>,
         indices: &[usize],
         rng: &mut ChaCha8Rng,
-    ) -> crate::Result<Prepared<B>> {
+    ) -> crate::Result<PreparedAdversarial<B>> {
         let (x_inner, y_inner) = (x.clone().inner(), y.clone().inner());
         let targets =
             self.labels
                 .targets(x_inner.clone(), y_inner, indices, model.num_classes())?;
         let x_adv = Tensor::from_inner(self.attack.generate::<B, M>(model, x_inner, rng));
-        Ok(Prepared {
-            x,
-            y,
-            targets,
-            x_adv: Some(x_adv),
+        Ok(PreparedAdversarial {
+            clean: Prepared { x, y, targets },
+            x_adv,
         })
     }
 
-    fn loss(&self, model: &M, batch: &Prepared<B>, update_bn: bool) -> LossOutput<B> {
-        let x_adv = batch.x_adv.clone().expect("prepared by Trades::prepare");
+    fn loss(&self, model: &M, batch: &PreparedAdversarial<B>, update_bn: bool) -> LossOutput<B> {
+        let (x, x_adv) = (batch.clean.x.clone(), batch.x_adv.clone());
         let (natural, adversarial) = if update_bn {
-            self.bn_order.forward_pair(model, batch.x.clone(), x_adv)
+            self.bn_order.forward_pair(model, x, x_adv)
         } else {
             (
-                model.forward(batch.x.clone(), Mode::TrainFrozen),
+                model.forward(x, Mode::TrainFrozen),
                 model.forward(x_adv, Mode::TrainFrozen),
             )
         };
         let natural_logits = natural.clone().detach().inner();
-        let loss = soft_cross_entropy(natural.clone(), Tensor::from_inner(batch.targets.clone()))
+        let targets = Tensor::from_inner(batch.clean.targets.clone());
+        let loss = soft_cross_entropy(natural.clone(), targets)
             .add(kl_divergence(natural, adversarial).mul_scalar(self.beta))
             .mean();
         LossOutput {

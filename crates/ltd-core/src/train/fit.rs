@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{train_step, Checkpoint, CheckpointMeta, EpochStats, PiecewiseLr, SgdSettings};
 use crate::attacks::{AttackModel, Pgd};
-use crate::eval::autoattack::{self, AttackName, AutoAttackConfig, RunOptions};
+use crate::eval::autoattack::{self, AttackName, AutoAttackConfig};
 use crate::objectives::{Awp, Objective};
 use crate::{LtdError, Result};
 
@@ -199,21 +199,12 @@ fn held_out_accuracy<B: AutodiffBackend, M: AttackModel<B>>(
     batch_size: usize,
 ) -> Result<(f64, f64)> {
     let pgd = Pgd::pgd20();
-    let config = AutoAttackConfig {
-        threat: pgd.threat,
-        attacks: vec![AttackName::Pgd20],
-        batch_size,
-        seed: 0,
-    };
+    let config = AutoAttackConfig::standard(pgd.threat)
+        .with_attacks(vec![AttackName::Pgd20])
+        .with_batch_size(batch_size);
     let attacks: Vec<Box<dyn crate::attacks::Attack<B, M>>> = vec![Box::new(pgd)];
-    let mut quiet = |_: &str, _: usize, _: usize| {};
-    let options = RunOptions {
-        state_path: None,
-        resume: false,
-        keep_adversarial: false,
-        on_progress: &mut quiet,
-    };
+    let range = 0..images.len();
     let (report, _) =
-        autoattack::run_attacks(&config, &attacks, model, images, 0..images.len(), options)?;
+        autoattack::run_attacks(&config, &attacks, model, images, range, Default::default())?;
     Ok((report.clean_accuracy, report.robust_accuracy))
 }

@@ -8,8 +8,6 @@ pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use fit::{fit, EpochLog, FitConfig, FitIo, FitOutcome};
 pub use optim::{PiecewiseLr, SgdSettings};
 
-use std::time::Instant;
-
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
@@ -91,48 +89,4 @@ where
         None => model,
     };
     Ok((model, loss, hits as usize))
-}
-
-/// Runs one epoch of `objective` over `batches` at learning rate `lr`; `on_batch` sees the
-/// running statistics after each step (for progress bars). A non-finite loss stops the epoch
-/// with an error.
-#[allow(clippy::too_many_arguments)]
-pub fn train_epoch<B, M, O, Opt>(
-    mut model: M,
-    optimizer: &mut Opt,
-    objective: &O,
-    batches: impl Iterator<Item = Batch>,
-    lr: f64,
-    rng: &mut ChaCha8Rng,
-    device: &B::Device,
-    mut on_batch: impl FnMut(&EpochStats),
-) -> Result<(M, EpochStats)>
-where
-    B: AutodiffBackend,
-    M: AutodiffModule<B>,
-    O: Objective<B, M>,
-    Opt: Optimizer<M, B>,
-{
-    let start = Instant::now();
-    let mut stats = EpochStats {
-        lr,
-        ..Default::default()
-    };
-    for batch in batches {
-        let (trained, loss, hits) = train_step(
-            model, optimizer, objective, None, &batch, lr, rng, device,
-        )
-        .map_err(|e| match e {
-            LtdError::NonFiniteLoss { loss, .. } => LtdError::NonFiniteLoss {
-                step: stats.batches,
-                loss,
-            },
-            other => other,
-        })?;
-        model = trained;
-        stats.add(loss, hits, batch.len());
-        stats.seconds = start.elapsed().as_secs_f64();
-        on_batch(&stats);
-    }
-    Ok((model, stats))
 }

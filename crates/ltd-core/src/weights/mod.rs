@@ -25,7 +25,7 @@ use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
 
-pub use record::{load, save};
+pub use record::save;
 pub use tensor::{DType, HostTensor, StoredTensor};
 
 use crate::fs::with_atomic_path;
@@ -45,6 +45,65 @@ pub enum Format {
     PyTorch,
     /// `.safetensors`.
     Safetensors,
+}
+
+/// Loads weights into `model` from any file the library reads, recognised by its content (not
+/// its name): Burn's own record written by [`save`] (exact, with parameter ids for resuming), a
+/// PyTorch checkpoint (zip or legacy) or a `.safetensors` file with PyTorch names ([`import`]).
+pub fn load<B: Backend, M: Module<B>>(
+    model: M,
+    path: impl AsRef<Path>,
+    device: &B::Device,
+) -> Result<M> {
+    let path = path.as_ref();
+    match sniff(path)? {
+        Content::Record => record::load(model, path, device),
+        Content::Checkpoint(_) => import(model, path),
+    }
+}
+
+/// What a weights file holds, from its first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Content {
+    /// Burn's named MessagePack record.
+    Record,
+    /// A PyTorch or safetensors checkpoint.
+    Checkpoint(Format),
+}
+
+/// Recognises a weights file by its first bytes: a zip (`torch.save`), a safetensors header
+/// (8-byte length within the file, then `{`), a pickle's protocol opcode (legacy `torch.save`),
+/// or a MessagePack map (Burn's record; an empty map, `0x80`, is no record, so `0x80` is a
+/// pickle).
+fn sniff(path: &Path) -> Result<Content> {
+    let fail = |reason: String| checkpoint_error(path, reason);
+    let mut file = File::open(path).map_err(|e| fail(e.to_string()))?;
+    let len = file.metadata().map_err(|e| fail(e.to_string()))?.len();
+    let mut head = Vec::with_capacity(9);
+    (&mut file)
+        .take(9)
+        .read_to_end(&mut head)
+        .map_err(|e| fail(e.to_string()))?;
+    content_of(&head, len).ok_or_else(|| {
+        fail(
+            "not a weights file (expected a PyTorch checkpoint, a .safetensors file or a              record saved by this library)"
+                .into(),
+        )
+    })
+}
+
+fn content_of(head: &[u8], len: u64) -> Option<Content> {
+    let safetensors = head.len() == 9
+        && head[8] == b'{'
+        && u64::from_le_bytes(head[..8].try_into().ok()?) <= len.saturating_sub(8);
+    // The safetensors test comes first: a header length's low byte may be any value (0x80 too).
+    match head.first()? {
+        _ if head.starts_with(b"PK\x03\x04") => Some(Content::Checkpoint(Format::PyTorch)),
+        _ if safetensors => Some(Content::Checkpoint(Format::Safetensors)),
+        0x80 => Some(Content::Checkpoint(Format::PyTorch)),
+        0x81..=0x8f | 0xde | 0xdf => Some(Content::Record),
+        _ => None,
+    }
 }
 
 /// Imports a PyTorch checkpoint (`.pt`, `.pth`, `.bin`) or a `.safetensors` file with PyTorch
@@ -87,16 +146,26 @@ pub fn import_with<B: Backend, M: Module<B>>(
     Ok(model)
 }
 
-/// Every tensor of a checkpoint with its name as stored (`.pt` or `.safetensors`, by extension),
-/// float values converted to f32 exactly as `torch.load` would read them.
+/// Every tensor of a checkpoint with its name as stored (`.pt` or `.safetensors`, recognised by
+/// content), float values converted to f32 exactly as `torch.load` would read them.
 pub fn read_checkpoint(path: &Path) -> Result<Vec<(String, StoredTensor)>> {
     let fail = |reason: String| checkpoint_error(path, reason);
+    let format = match sniff(path)? {
+        Content::Checkpoint(format) => format,
+        Content::Record => {
+            return Err(fail(
+                "a record in this library's own format, not a PyTorch or safetensors \
+                 checkpoint (use weights::load)"
+                    .into(),
+            ))
+        }
+    };
     let file = File::open(path).map_err(|e| fail(e.to_string()))?;
     let len = file.metadata().map_err(|e| fail(e.to_string()))?.len();
     if !file.metadata().is_ok_and(|m| m.is_file()) {
         return Err(fail("not a file".into()));
     }
-    read_from(file, len, format_of(path)).map_err(fail)
+    read_from(file, len, format).map_err(fail)
 }
 
 /// [`read_checkpoint`] on bytes in memory (errors name `<memory>`).
@@ -121,17 +190,6 @@ fn read_from<R: Read + Seek>(
     match format {
         Format::PyTorch => torch::read(reader, len),
         Format::Safetensors => safetensors::read(reader, len),
-    }
-}
-
-fn format_of(path: &Path) -> Format {
-    let is_safetensors = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    if is_safetensors {
-        Format::Safetensors
-    } else {
-        Format::PyTorch
     }
 }
 
@@ -206,5 +264,46 @@ fn checkpoint_error(path: &Path, e: impl std::fmt::Display) -> LtdError {
     LtdError::Checkpoint {
         path: path.into(),
         reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_recognised_by_content() {
+        let header = |n: u64| [&n.to_le_bytes()[..], b"{"].concat();
+        let cases: [(&[u8], u64, Option<Content>); 9] = [
+            (
+                b"PK\x03\x04rest",
+                100,
+                Some(Content::Checkpoint(Format::PyTorch)),
+            ),
+            (
+                b"\x80\x02\x8a\x0a",
+                100,
+                Some(Content::Checkpoint(Format::PyTorch)),
+            ),
+            (
+                &header(40),
+                100,
+                Some(Content::Checkpoint(Format::Safetensors)),
+            ),
+            (
+                &header(0x80),
+                300,
+                Some(Content::Checkpoint(Format::Safetensors)),
+            ),
+            (b"\x82\xa4item", 100, Some(Content::Record)),
+            (b"\xde\x00\x02", 100, Some(Content::Record)),
+            // A safetensors header longer than the file is not one.
+            (&header(400), 100, None),
+            (b"<html>", 100, None),
+            (b"", 0, None),
+        ];
+        for (head, len, expected) in cases {
+            assert_eq!(content_of(head, len), expected, "{head:?}");
+        }
     }
 }

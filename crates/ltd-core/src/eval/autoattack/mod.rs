@@ -1,0 +1,342 @@
+//! AutoAttack (Croce & Hein 2020): a clean pass, then each attack of a list on the points still
+//! robust, in fixed batches; a point counts as broken only if the attack's output is
+//! misclassified. Reports the cumulative robust accuracy after each stage (the paper's Table 4),
+//! per-image masks and time per stage; resumable after every batch and shardable.
+//!
+//! Batches are fixed blocks of `batch_size` consecutive images (the robust ones among them), and
+//! each block's randomness derives from `(seed, stage, block)`. The reference instead regroups
+//! the remaining robust points before each stage; blocks make a resumed run, and shards merged
+//! back together, give exactly the result of one uninterrupted run.
+
+mod config;
+mod identity;
+mod report;
+mod state;
+
+pub use config::{AttackName, AutoAttackConfig, Shard};
+pub use identity::{data_digest, settings_digest, weights_digest, Identity};
+pub(crate) use report::MARKDOWN_HEAD;
+pub use report::{merge, AutoAttackReport, StageReport, FORMAT};
+pub use state::{adversarial_log_path, save_adversarial};
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Int, Tensor};
+use ltd_data::Dataset;
+
+use crate::attacks::{Attack, AttackModel, Inner};
+use crate::fs::write_atomic;
+use crate::losses::correct;
+use crate::models::{Classifier, Mode};
+use crate::tensors::{batch_tensors, read_bools, read_floats};
+use crate::{LtdError, Result};
+use state::{load_state, read_adversarial_log, AdversarialLog, Expected, State};
+
+/// Where progress is saved, and what the caller hears as it goes. The default keeps no state
+/// file and reports nothing.
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// State file written atomically after every batch; `None` runs without one.
+    pub state_path: Option<PathBuf>,
+    /// Continue from the state file if it exists (it must belong to the same evaluation).
+    pub resume: bool,
+    /// Keep the adversarial examples found (in memory, and beside the state file when there is
+    /// one, so a resumed run returns them all).
+    pub keep_adversarial: bool,
+    /// Called after every batch with (stage name, batches done, batches in stage).
+    pub on_progress: Option<&'a mut dyn FnMut(&str, usize, usize)>,
+}
+
+/// Adversarial images found: dataset index and pixels (CHW).
+pub type Adversarial = Vec<(usize, Vec<f32>)>;
+
+impl AutoAttackConfig {
+    /// Evaluates `model` on every image of `data` with these settings, without a state file
+    /// or progress reports: the one call most users need.
+    ///
+    /// ```no_run
+    /// use burn::tensor::backend::AutodiffBackend;
+    /// use ltd_core::{attacks::ThreatModel, eval::AutoAttackConfig, models::Arch, weights};
+    ///
+    /// fn evaluate<B: AutodiffBackend>(device: &B::Device) -> Result<(), Box<dyn std::error::Error>> {
+    ///     let model = Arch::WRN_28_10.init::<B>(10, None, device)?;
+    ///     let model = weights::load(model, "cifar10_linf_wrn28-10.pt", device)?;
+    ///     let (_, test) = ltd_data::load_cifar_auto("cifar-10-batches-bin", ltd_data::Split::Test)?;
+    ///     let standard = AutoAttackConfig::standard(ThreatModel::cifar_linf());
+    ///     let report = standard.evaluate(&model, &test.take(1000))?;
+    ///     println!("{}", report.markdown());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn evaluate<B: AutodiffBackend, M: AttackModel<B>>(
+        &self,
+        model: &M,
+        data: &Dataset,
+    ) -> Result<AutoAttackReport> {
+        Ok(run(self, model, data, 0..data.len(), RunOptions::default())?.0)
+    }
+}
+
+/// Runs the configured attacks on `images[range]` (see the module docs for batching).
+pub fn run<B: AutodiffBackend, M: AttackModel<B>>(
+    config: &AutoAttackConfig,
+    model: &M,
+    images: &Dataset,
+    range: Range<usize>,
+    options: RunOptions<'_>,
+) -> Result<(AutoAttackReport, Adversarial)> {
+    let attacks: Vec<Box<dyn Attack<B, M>>> = config
+        .attacks
+        .iter()
+        .map(|a| a.build(config.threat))
+        .collect();
+    run_attacks(config, &attacks, model, images, range, options)
+}
+
+/// [`run`] with any list of attacks (their names come from [`Attack::name`]); `config.attacks`
+/// is recorded in the report but not used to build them.
+pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
+    config: &AutoAttackConfig,
+    attacks: &[Box<dyn Attack<B, M>>],
+    model: &M,
+    images: &Dataset,
+    range: Range<usize>,
+    options: RunOptions<'_>,
+) -> Result<(AutoAttackReport, Adversarial)> {
+    check_request(config, &options, images, &range)?;
+    let inner = model.valid();
+    let device = inner
+        .devices()
+        .into_iter()
+        .next()
+        .ok_or_else(|| LtdError::InvalidInput("the model has no parameters".into()))?;
+    let identity = Identity::of(config, &inner, images)?;
+    let bs = config.batch_size;
+    let blocks: Vec<Range<usize>> = (0..range.len().div_ceil(bs))
+        .map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end))
+        .collect();
+    let mut state = match &options.state_path {
+        Some(path) if options.resume && path.exists() => {
+            let expected = Expected {
+                identity: &identity,
+                config,
+                range: &range,
+                blocks: blocks.len(),
+                attacks: attacks.len(),
+            };
+            load_state(path, &expected)?
+        }
+        _ => State::fresh(&identity, config, &range),
+    };
+    let log_path = options
+        .state_path
+        .as_ref()
+        .filter(|_| options.keep_adversarial)
+        .map(|p| adversarial_log_path(p));
+    let adversarial = match &log_path {
+        Some(path) if state.adversarial_records > 0 => {
+            read_adversarial_log(path, &state, images.shape().len())?
+        }
+        _ => Vec::new(),
+    };
+    let log = match &log_path {
+        Some(path) => Some(AdversarialLog::open(path, &adversarial)?),
+        None => None,
+    };
+    let mut evaluation = Evaluation {
+        config,
+        model,
+        inner,
+        device,
+        images,
+        range,
+        blocks,
+        state_path: options.state_path,
+        keep_adversarial: options.keep_adversarial,
+        adversarial,
+        log,
+        on_progress: options.on_progress,
+    };
+    if state.clean_mask.len() != evaluation.range.len() {
+        evaluation.clean_pass(&mut state)?;
+    }
+    while state.stage < attacks.len() {
+        evaluation.stage(attacks[state.stage].as_ref(), &mut state)?;
+    }
+    let names = attacks.iter().map(|a| a.name()).collect();
+    let report = AutoAttackReport::of_state(state, identity, names);
+    Ok((report, evaluation.adversarial))
+}
+
+/// Refuses settings, ranges and state files that cannot start this run.
+fn check_request(
+    config: &AutoAttackConfig,
+    options: &RunOptions<'_>,
+    images: &Dataset,
+    range: &Range<usize>,
+) -> Result<()> {
+    config.threat.validate()?;
+    if config.batch_size == 0 {
+        return Err(LtdError::InvalidConfig(
+            "the batch size must be at least 1".into(),
+        ));
+    }
+    if let Some(path) = options.state_path.as_ref().filter(|p| p.exists()) {
+        if !options.resume {
+            return Err(LtdError::EvaluationFile {
+                path: path.clone(),
+                reason: "holds an unfinished evaluation; pass --resume to continue it, or delete \
+                         it to start over"
+                    .into(),
+            });
+        }
+    }
+    if range.end > images.len() || range.start > range.end {
+        return Err(LtdError::InvalidInput(format!(
+            "images {}..{} requested but the data set has {}",
+            range.start,
+            range.end,
+            images.len()
+        )));
+    }
+    Ok(())
+}
+
+/// One evaluation in progress: what every stage needs besides the [`State`].
+struct Evaluation<'a, 'p, B: AutodiffBackend, M: AttackModel<B>> {
+    config: &'a AutoAttackConfig,
+    model: &'a M,
+    inner: M::InnerModule,
+    device: burn::tensor::Device<Inner<B>>,
+    images: &'a Dataset,
+    range: Range<usize>,
+    blocks: Vec<Range<usize>>,
+    state_path: Option<PathBuf>,
+    keep_adversarial: bool,
+    adversarial: Adversarial,
+    log: Option<AdversarialLog>,
+    on_progress: Option<&'p mut dyn FnMut(&str, usize, usize)>,
+}
+
+impl<B: AutodiffBackend, M: AttackModel<B>> Evaluation<'_, '_, B, M> {
+    fn progress(&mut self, stage: &str, done: usize) {
+        let total = self.blocks.len();
+        if let Some(on_progress) = &mut self.on_progress {
+            on_progress(stage, done, total);
+        }
+    }
+
+    /// Writes the state file (atomically), if there is one.
+    fn save(&self, state: &State) -> Result<()> {
+        match &self.state_path {
+            Some(path) => write_atomic(
+                path,
+                &serde_json::to_vec(state).map_err(|e| LtdError::InvalidInput(e.to_string()))?,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Clean accuracy: which images the model classifies correctly to begin with.
+    fn clean_pass(&mut self, state: &mut State) -> Result<()> {
+        let start = Instant::now();
+        let mut mask = Vec::with_capacity(self.range.len());
+        for b in 0..self.blocks.len() {
+            let indices: Vec<usize> = self.blocks[b].clone().collect();
+            let (x, y) = block_tensors::<Inner<B>>(self.images, &indices, &self.device)?;
+            mask.extend(read_bools(correct(self.inner.forward(x, Mode::Eval), y))?);
+            self.progress("clean", b + 1);
+        }
+        state.robust_mask = mask.clone();
+        state.clean_mask = mask;
+        state.clean_seconds = start.elapsed().as_secs_f64();
+        self.save(state)
+    }
+
+    /// Runs `attack` on the remaining blocks of the current stage, saving after each, and
+    /// closes the stage.
+    fn stage(&mut self, attack: &dyn Attack<B, M>, state: &mut State) -> Result<()> {
+        let name = attack.name();
+        // A resumed stage keeps counting from the time it had already run.
+        let now = Instant::now();
+        let started = std::time::Duration::try_from_secs_f64(state.stage_seconds)
+            .ok()
+            .and_then(|elapsed| now.checked_sub(elapsed))
+            .unwrap_or(now);
+        while state.next_block < self.blocks.len() {
+            self.attack_block(attack, state)?;
+            state.next_block += 1;
+            state.stage_seconds = started.elapsed().as_secs_f64();
+            self.save(state)?;
+            self.progress(&name, state.next_block);
+        }
+        let robust_count = state.robust_mask.iter().filter(|r| **r).count();
+        state.stages.push(StageReport {
+            name,
+            robust_accuracy: fraction(robust_count, self.range.len()),
+            robust_count,
+            seconds: state.stage_seconds,
+        });
+        state.stage += 1;
+        state.next_block = 0;
+        state.stage_seconds = 0.0;
+        self.save(state)
+    }
+
+    /// Attacks the images of block `state.next_block` that are still robust; an image counts
+    /// as broken only if the attack's output is misclassified.
+    fn attack_block(&mut self, attack: &dyn Attack<B, M>, state: &mut State) -> Result<()> {
+        let b = state.next_block;
+        let start = self.range.start;
+        let todo: Vec<usize> = self.blocks[b]
+            .clone()
+            .filter(|&i| state.robust_mask[i - start])
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let (x, y) = block_tensors::<Inner<B>>(self.images, &todo, &self.device)?;
+        let global_block = (start / self.config.batch_size + b) as u64;
+        let mut rng =
+            crate::random::derived(self.config.seed, state.stage as u64 + 1, global_block);
+        let x_adv = attack.perturb(self.model, x, y.clone(), &mut rng)?;
+        let still_correct = read_bools(correct(self.inner.forward(x_adv.clone(), Mode::Eval), y))?;
+        let pixels = read_floats(x_adv)?;
+        let per_image = pixels.len() / todo.len();
+        for (k, (&i, ok)) in todo.iter().zip(still_correct).enumerate() {
+            if ok {
+                continue;
+            }
+            state.robust_mask[i - start] = false;
+            if self.keep_adversarial {
+                let found = (i, pixels[k * per_image..(k + 1) * per_image].to_vec());
+                if let Some(log) = &mut self.log {
+                    log.append(&found)?;
+                }
+                self.adversarial.push(found);
+            }
+        }
+        state.adversarial_records = self.adversarial.len();
+        Ok(())
+    }
+}
+
+fn block_tensors<B: burn::tensor::backend::Backend>(
+    images: &Dataset,
+    indices: &[usize],
+    device: &B::Device,
+) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
+    Ok(batch_tensors::<B>(&images.batch(indices)?, device))
+}
+
+fn fraction(count: usize, n: usize) -> f64 {
+    if n == 0 {
+        0.0
+    } else {
+        count as f64 / n as f64
+    }
+}
