@@ -31,14 +31,18 @@ struct Args {
     /// Checkpoint: Burn's own `.mpk`, `.safetensors` or `.pt`/`.pth` with RobustBench/torchvision names.
     #[arg(long, required_unless_present = "merge")]
     checkpoint: Option<PathBuf>,
-    /// Architecture: wrn-DEPTH-WIDTH, resnet18, resnet50, wrn-50-2.
+    /// Architecture: wrn-DEPTH-WIDTH (TRADES layout), dm-wrn-DEPTH-WIDTH[-relu] and
+    /// dm-preact-resnet18[-relu] (DeepMind, normalisation inside), preact-resnet18,
+    /// resnet18-cifar (RobustBench), resnet18, resnet50, wrn-50-2 (torchvision).
     #[arg(long, default_value = "wrn-34-10")]
     arch: String,
     /// Classes of the model.
     #[arg(long, default_value_t = 10)]
     num_classes: usize,
     /// Input normalisation the checkpoint expects: `cifar10`, `cifar100`, `imagenet`, or
-    /// `MEAN,MEAN,MEAN/STD,STD,STD`; none by default.
+    /// `MEAN,MEAN,MEAN/STD,STD,STD`; none by default, except for dm-*, which carry
+    /// RobustBench's (CIFAR-100's for 100 classes, else CIFAR-10's) and take this as a
+    /// replacement.
     #[arg(long)]
     normalize: Option<String>,
     /// Folder (or .tar.gz) with CIFAR-10 `test_batch.bin` or CIFAR-100 `test.bin`.

@@ -87,7 +87,8 @@ pub struct RecipeArgs {
     /// Continue the checkpoints / evaluation state found in --out.
     #[arg(long)]
     pub resume: bool,
-    /// Student architecture: wrn-DEPTH-WIDTH, resnet18, resnet50, wrn-50-2.
+    /// Student architecture: wrn-DEPTH-WIDTH, dm-wrn-DEPTH-WIDTH[-relu],
+    /// dm-preact-resnet18[-relu], preact-resnet18, resnet18-cifar, resnet18, resnet50, wrn-50-2.
     #[arg(long, default_value = "wrn-34-10")]
     pub arch: String,
     /// Teacher architecture (default: --arch).

@@ -1,4 +1,5 @@
-//! Architecture names as users type them (`wrn-34-10`, `resnet50`, …).
+//! Architecture names as users type them (`wrn-34-10`, `dm-wrn-70-16`, `preact-resnet18`,
+//! `dm-preact-resnet18`, `resnet18-cifar`, `resnet50`, …).
 
 use std::fmt;
 use std::str::FromStr;
@@ -6,7 +7,10 @@ use std::str::FromStr;
 use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
-use super::{Network, Normalization, ResNetConfig, ResNetKind, WideResNetConfig};
+use super::{
+    Activation, CifarResNetConfig, DmPreActResNetConfig, DmWideResNetConfig, Network,
+    Normalization, PreActResNetConfig, ResNetConfig, ResNetKind, WideResNetConfig,
+};
 use crate::{LtdError, Result};
 
 /// A named architecture.
@@ -21,6 +25,28 @@ pub enum Arch {
     },
     /// A torchvision ImageNet ResNet (`resnet18`, `resnet50`, `wrn-50-2`).
     ResNet(ResNetKind),
+    /// DeepMind's CIFAR WideResNet with its input normalisation inside (`dm-wrn-70-16`: Swish,
+    /// as every RobustBench entry; `-swish`/`-silu` may be appended; `dm-wrn-70-16-relu`).
+    DmWideResNet {
+        /// 6n + 4.
+        depth: usize,
+        /// Width factor.
+        widen: usize,
+        /// Activation function.
+        activation: Activation,
+    },
+    /// RobustBench's pre-activation CIFAR ResNet-18 (`preact-resnet18`).
+    PreActResNet18,
+    /// RobustBench's CIFAR ResNet-18 (`resnet18-cifar`; `resnet18` is torchvision's ImageNet
+    /// layout).
+    ResNet18Cifar,
+    /// DeepMind's pre-activation CIFAR ResNet-18 with its input normalisation inside
+    /// (`dm-preact-resnet18`: Swish; `-swish`/`-silu` may be appended;
+    /// `dm-preact-resnet18-relu`).
+    DmPreActResNet18 {
+        /// Activation function.
+        activation: Activation,
+    },
 }
 
 impl Arch {
@@ -60,7 +86,24 @@ impl Arch {
         widen: 4,
     };
 
+    /// DeepMind's WRN-28-10 (Swish), RobustBench's `Gowal2020Uncovering_28_10_extra` and others.
+    pub const DM_WRN_28_10: Arch = Arch::DmWideResNet {
+        depth: 28,
+        widen: 10,
+        activation: Activation::Swish,
+    };
+    /// DeepMind's WRN-70-16 (Swish), the top of several RobustBench leaderboards.
+    pub const DM_WRN_70_16: Arch = Arch::DmWideResNet {
+        depth: 70,
+        widen: 16,
+        activation: Activation::Swish,
+    };
+
     /// Builds the network with the initial weights of seed 0, checking the configuration.
+    ///
+    /// `normalization` is applied in front of the network; for the DeepMind models, whose
+    /// normalisation is part of the model, `None` means RobustBench's constants for the class
+    /// count (CIFAR-100 for 100 classes, CIFAR-10 otherwise) and `Some` replaces them.
     pub fn init<B: Backend>(
         self,
         num_classes: usize,
@@ -95,6 +138,38 @@ impl Arch {
                 config.normalization = normalization;
                 Network::ResNet(config.init(device))
             }
+            Arch::DmWideResNet {
+                depth,
+                widen,
+                activation,
+            } => {
+                let mut config = DmWideResNetConfig::new(depth, widen, num_classes)?
+                    .with_activation(activation)
+                    .with_seed(seed);
+                if let Some(normalization) = normalization {
+                    config = config.with_normalization(normalization);
+                }
+                Network::DmWideResNet(config.init(device))
+            }
+            Arch::PreActResNet18 => {
+                let mut config = PreActResNetConfig::new(num_classes)?.with_seed(seed);
+                config.normalization = normalization;
+                Network::PreActResNet(config.init(device))
+            }
+            Arch::ResNet18Cifar => {
+                let mut config = CifarResNetConfig::new(num_classes)?.with_seed(seed);
+                config.normalization = normalization;
+                Network::CifarResNet(config.init(device))
+            }
+            Arch::DmPreActResNet18 { activation } => {
+                let mut config = DmPreActResNetConfig::new(num_classes)?
+                    .with_activation(activation)
+                    .with_seed(seed);
+                if let Some(normalization) = normalization {
+                    config = config.with_normalization(normalization);
+                }
+                Network::DmPreActResNet(config.init(device))
+            }
         })
     }
 }
@@ -110,6 +185,10 @@ impl FromStr for Arch {
             "wrn-50-2" | "wide-resnet50-2" | "wideresnet50-2" => {
                 return Ok(Arch::ResNet(ResNetKind::WideResNet50_2))
             }
+            "preact-resnet18" | "preact-resnet-18" | "preactresnet18" => {
+                return Ok(Arch::PreActResNet18)
+            }
+            "resnet18-cifar" | "resnet-18-cifar" => return Ok(Arch::ResNet18Cifar),
             _ => {}
         }
         let parts: Vec<&str> = lower.split('-').collect();
@@ -117,6 +196,23 @@ impl FromStr for Arch {
             if let (Ok(depth), Ok(widen)) = (depth.parse(), widen.parse()) {
                 WideResNetConfig::new(depth, widen, 1)?;
                 return Ok(Arch::WideResNet { depth, widen });
+            }
+        }
+        if let ["dm", "preact", "resnet18", suffix @ ..] = parts.as_slice() {
+            if let Some(activation) = activation(suffix) {
+                return Ok(Arch::DmPreActResNet18 { activation });
+            }
+        }
+        if let ["dm", "wrn", depth, widen, suffix @ ..] = parts.as_slice() {
+            if let (Ok(depth), Ok(widen), Some(activation)) =
+                (depth.parse(), widen.parse(), activation(suffix))
+            {
+                DmWideResNetConfig::new(depth, widen, 1)?;
+                return Ok(Arch::DmWideResNet {
+                    depth,
+                    widen,
+                    activation,
+                });
             }
         }
         Err(LtdError::UnknownArch(s.to_string()))
@@ -130,6 +226,33 @@ impl fmt::Display for Arch {
             Arch::ResNet(ResNetKind::ResNet18) => write!(f, "resnet18"),
             Arch::ResNet(ResNetKind::ResNet50) => write!(f, "resnet50"),
             Arch::ResNet(ResNetKind::WideResNet50_2) => write!(f, "wrn-50-2"),
+            Arch::DmWideResNet {
+                depth,
+                widen,
+                activation,
+            } => write!(f, "dm-wrn-{depth}-{widen}{}", suffix(*activation)),
+            Arch::PreActResNet18 => write!(f, "preact-resnet18"),
+            Arch::ResNet18Cifar => write!(f, "resnet18-cifar"),
+            Arch::DmPreActResNet18 { activation } => {
+                write!(f, "dm-preact-resnet18{}", suffix(*activation))
+            }
         }
+    }
+}
+
+/// The activation a DeepMind model's name ends with: Swish unless `-relu` is appended.
+fn activation(suffix: &[&str]) -> Option<Activation> {
+    match suffix {
+        [] | ["swish"] | ["silu"] => Some(Activation::Swish),
+        ["relu"] => Some(Activation::Relu),
+        _ => None,
+    }
+}
+
+/// The name suffix of a DeepMind model's activation (Swish, the published one, has none).
+fn suffix(activation: Activation) -> &'static str {
+    match activation {
+        Activation::Swish => "",
+        Activation::Relu => "-relu",
     }
 }

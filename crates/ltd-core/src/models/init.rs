@@ -39,19 +39,47 @@ impl<'a, B: Backend> Init<'a, B> {
         padding: usize,
     ) -> Conv2d<B> {
         let std = (2.0 / (kernel * kernel * channels[1]) as f64).sqrt() as f32;
+        let padding = PaddingConfig2d::Explicit(padding, padding, padding, padding);
+        self.conv_drawn(channels, kernel, stride, padding, |rng| {
+            let z: f32 = StandardNormal.sample(rng);
+            std * z
+        })
+    }
+
+    /// A bias-free k×k convolution as PyTorch's `nn.Conv2d` draws it when a model keeps the
+    /// default initialisation (RobustBench's CIFAR ResNets, DeepMind's WideResNet):
+    /// `U(±1/√(in·k·k))` (Kaiming uniform with a = √5). `padding` is `[top, left, bottom, right]`.
+    pub fn conv_default(
+        &mut self,
+        channels: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        padding: [usize; 4],
+    ) -> Conv2d<B> {
+        let bound = 1.0 / ((channels[0] * kernel * kernel) as f32).sqrt();
+        let [top, left, bottom, right] = padding;
+        let padding = PaddingConfig2d::Explicit(top, left, bottom, right);
+        self.conv_drawn(channels, kernel, stride, padding, |rng| {
+            rng.random_range(-bound..bound)
+        })
+    }
+
+    fn conv_drawn(
+        &mut self,
+        channels: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+        sample: impl FnMut(&mut ChaCha8Rng) -> f32,
+    ) -> Conv2d<B> {
         let mut conv = Conv2dConfig::new(channels, [kernel, kernel])
             .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(
-                padding, padding, padding, padding,
-            ))
+            .with_padding(padding)
             .with_bias(false)
             .with_initializer(Initializer::Zeros)
             .init(self.device);
         let shape = [channels[1], channels[0], kernel, kernel];
-        let values = self.draw(shape.iter().product(), |rng| {
-            let z: f32 = StandardNormal.sample(rng);
-            std * z
-        });
+        let values = self.draw(shape.iter().product(), sample);
         conv.weight = Param::from_tensor(self.upload(values, shape));
         conv
     }
@@ -67,6 +95,16 @@ impl<'a, B: Backend> Init<'a, B> {
         // Burn stores a linear weight as [in, out].
         linear.weight = Param::from_tensor(self.upload(values, [input, output]));
         linear.bias = Some(Param::from_tensor(Tensor::zeros([output], self.device)));
+        linear
+    }
+
+    /// A fully connected layer exactly as PyTorch's `nn.Linear` draws it: weight and bias both
+    /// `U(±1/√in)` (for models that keep PyTorch's default initialisation).
+    pub fn linear_default(&mut self, input: usize, output: usize) -> Linear<B> {
+        let bound = 1.0 / (input as f32).sqrt();
+        let mut linear = self.linear(input, output);
+        let values = self.draw(output, |rng| rng.random_range(-bound..bound));
+        linear.bias = Some(Param::from_tensor(self.upload(values, [output])));
         linear
     }
 

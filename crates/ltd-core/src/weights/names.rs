@@ -10,12 +10,15 @@ use std::collections::HashSet;
 const STATE_DICT_KEYS: [&str; 2] = ["state_dict", "model_state_dict"];
 /// Prefixes added by `DataParallel` (`module.`) and by wrappers such as RobustBench's (`model.`).
 const WRAPPER_PREFIXES: [&str; 2] = ["module.", "model."];
-/// PyTorch names that are not Rust field names, and ours: the WideResNet shortcut and
-/// torchvision's `nn.Sequential` shortcut.
-pub const RENAMES: [(&str, &str); 3] = [
+/// PyTorch names that are not Rust field names, and ours: the WideResNet shortcut,
+/// torchvision's `nn.Sequential` shortcut and the CIFAR ResNets' (`shortcut.0` a convolution,
+/// `shortcut.1` a BatchNorm when present; DeepMind's bare `shortcut` convolution is unaffected).
+pub const RENAMES: [(&str, &str); 5] = [
     (".convShortcut.", ".conv_shortcut."),
     (".downsample.0.", ".downsample.conv."),
     (".downsample.1.", ".downsample.bn."),
+    (".shortcut.0.", ".shortcut.conv."),
+    (".shortcut.1.", ".shortcut.bn."),
 ];
 
 /// The state-dict names of a file's tensors: unwrapped, without prefixes and without the
