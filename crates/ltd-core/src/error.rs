@@ -10,7 +10,9 @@ pub enum LtdError {
     InvalidConfig(String),
     /// An architecture name that is not recognised.
     #[error(
-        "unknown architecture `{0}` (expected wrn-DEPTH-WIDTH, resnet18, resnet50 or wrn-50-2)"
+        "unknown architecture `{0}` (expected wrn-DEPTH-WIDTH, dm-wrn-DEPTH-WIDTH[-relu], \
+         preact-resnet18, dm-preact-resnet18[-relu], resnet18-cifar, resnet18, resnet50 or \
+         wrn-50-2)"
     )]
     UnknownArch(String),
     /// A file could not be read or written. The cause is part of the message and not chained
