@@ -4,15 +4,13 @@
 //!
 //! `cargo bench --bench training`; divide 64 by the reported time for samples/s.
 
-use std::sync::Arc;
-
 use burn::module::AutodiffModule;
 use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use ltd::backend::Train;
-use ltd::core::models::{Arch, Classifier, Mode, Network};
+use ltd::core::models::{Arch, Network};
 use ltd::core::objectives::{Awp, Labels, Natural, Objective, Trades};
 use ltd::core::train::{train_step, SgdSettings};
 use ltd::data::{Batch, SyntheticConfig};
@@ -34,10 +32,7 @@ fn steps(c: &mut Criterion) {
         .unwrap()
         .valid();
     let ltd = Trades::<Train> {
-        labels: Labels::Teacher {
-            teacher: Arc::new(move |x| teacher.forward(x, Mode::Eval)),
-            tau: 5.0,
-        },
+        labels: Labels::teacher(teacher, 5.0),
         ..Trades::cifar()
     };
     let awp = Awp {

@@ -12,18 +12,19 @@
 
 mod common;
 
+use std::ops::Range;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ltd::backend::{self, Train};
+use ltd::backend::{self, Device, Train};
 use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::autoattack::{
     self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
 };
-use ltd::core::eval::outputs::{OutputKind, OutputPlan, ReportPaths};
+use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::models::{Arch, Normalization};
-use ltd::data::{load_cifar_auto, Split, SyntheticConfig};
+use ltd::data::{load_cifar_auto, Dataset, Split, SyntheticConfig};
 
 #[derive(Parser)]
 #[command(about = "AutoAttack evaluation of a checkpoint on CIFAR-format test data")]
@@ -98,22 +99,74 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // Every output path is checked before anything is loaded: a bad one fails at once.
-    let mut plan = OutputPlan::new();
     if !args.merge.is_empty() {
-        for shard in &args.merge {
-            plan.input("shard report", shard);
-        }
-        plan.report("--report", &args.report, false).check()?;
-        let reports = args
-            .merge
-            .iter()
-            .map(|p| AutoAttackReport::read(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let merged = autoattack::merge(reports)?;
-        return finish(&args, &merged);
+        return merge(&args);
     }
+    check_outputs(&args)?;
+    let device = backend::device(&args.device)?;
+    let config = settings(&args)?;
+    let test = test_data(&args)?;
+    let range = images(&args, test.len())?;
+    let model = load_model(&args, &device)?;
+    println!(
+        "{} on images {}..{} ({}), {} ε = {}, backend {}",
+        args.arch,
+        range.start,
+        range.end,
+        args.data_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or("synthetic".into()),
+        config.threat.norm,
+        args.eps,
+        backend::NAME
+    );
+    let mut on_progress = common::attack_progress("");
+    let options = RunOptions {
+        report: Some(args.report.clone()),
+        resume: args.resume,
+        keep_adversarial: args.save_adversarial.is_some(),
+        on_progress: Some(&mut on_progress),
+        ..Default::default()
+    };
+    let outcome = autoattack::run(&config, &model, &test, range, options)?;
+    if let Some(path) = &args.save_adversarial {
+        let shape = test.shape();
+        let shape = [shape.channels, shape.height, shape.width];
+        autoattack::save_adversarial(path, &outcome.adversarial, shape)?;
+        println!(
+            "saved {} adversarial examples to {}",
+            outcome.adversarial.len(),
+            path.display()
+        );
+    }
+    println!("\n{}", outcome.report.markdown());
+    println!("report written to {}", args.report.display());
+    Ok(())
+}
 
+/// Joins the shard reports of `--merge` into `--report`.
+fn merge(args: &Args) -> anyhow::Result<()> {
+    let mut plan = OutputPlan::new();
+    for shard in &args.merge {
+        plan.input("shard report", shard);
+    }
+    plan.report("--report", &args.report, false).check()?;
+    let reports = args
+        .merge
+        .iter()
+        .map(AutoAttackReport::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let merged = AutoAttackReport::merge(reports)?;
+    println!("\n{}", merged.markdown());
+    merged.save(&args.report)?;
+    println!("report written to {}", args.report.display());
+    Ok(())
+}
+
+/// Every output path is checked before anything is loaded: a bad one fails at once.
+fn check_outputs(args: &Args) -> anyhow::Result<()> {
+    let mut plan = OutputPlan::new();
     if let Some(checkpoint) = &args.checkpoint {
         plan.input("checkpoint", checkpoint);
     }
@@ -129,8 +182,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.n_ex == 0 {
         bail!("--n-ex must be at least 1");
     }
+    Ok(())
+}
 
-    let device = backend::device(&args.device)?;
+/// The evaluation's settings from the flags.
+fn settings(args: &Args) -> anyhow::Result<AutoAttackConfig> {
     let threat = ThreatModel {
         norm: args.norm.parse()?,
         eps: parse_eps(&args.eps)?,
@@ -140,14 +196,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         .split(',')
         .map(str::parse)
         .collect::<Result<Vec<AttackName>, _>>()?;
-    let config = AutoAttackConfig {
-        threat,
-        attacks,
-        batch_size: args.batch_size,
-        seed: args.seed,
-    };
+    let config = AutoAttackConfig::standard(threat)
+        .with_attacks(attacks)
+        .with_batch_size(args.batch_size)
+        .with_seed(args.seed);
     config.validate()?;
+    Ok(config)
+}
 
+/// The test set: `--data-dir` or the embedded synthetic one, with `--num-classes` classes.
+fn test_data(args: &Args) -> anyhow::Result<Dataset> {
     let test = if args.synthetic {
         SyntheticConfig::default().generate()?.test
     } else {
@@ -164,76 +222,38 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.num_classes
         );
     }
-    let n_ex = args.n_ex.min(test.len());
-    let range = match &args.shard {
-        Some(s) => s.parse::<Shard>()?.range(n_ex, args.batch_size),
-        None => 0..n_ex,
+    Ok(test)
+}
+
+/// The images to evaluate: the first `--n-ex`, or this `--shard`'s part of them.
+fn images(args: &Args, available: usize) -> anyhow::Result<Range<usize>> {
+    let n_ex = args.n_ex.min(available);
+    let Some(shard) = &args.shard else {
+        return Ok(0..n_ex);
     };
+    let range = shard.parse::<Shard>()?.range(n_ex, args.batch_size);
     if range.is_empty() {
         bail!(
-            "shard {} holds no images ({n_ex} images make {} batches of {}); use fewer shards",
-            args.shard.as_deref().unwrap_or(""),
+            "shard {shard} holds no images ({n_ex} images make {} batches of {}); use fewer shards",
             n_ex.div_ceil(args.batch_size),
             args.batch_size
         );
     }
+    Ok(range)
+}
 
+/// The model of `--arch` with the checkpoint's weights.
+fn load_model(args: &Args, device: &Device) -> anyhow::Result<common::Model> {
     let normalization = args
         .normalize
         .as_deref()
         .map(str::parse::<Normalization>)
         .transpose()?;
     let arch: Arch = args.arch.parse()?;
-    let model = arch.init::<Train>(args.num_classes, normalization, &device)?;
+    let model = arch.init::<Train>(args.num_classes, normalization, device)?;
     let checkpoint = args
         .checkpoint
         .as_ref()
         .context("--checkpoint is required")?;
-    let model = common::load_weights(model, checkpoint, &device)?;
-
-    println!(
-        "{} on images {}..{} ({}), {} ε = {}, backend {}",
-        arch,
-        range.start,
-        range.end,
-        args.data_dir
-            .as_ref()
-            .map(|d| d.display().to_string())
-            .unwrap_or("synthetic".into()),
-        threat.norm,
-        args.eps,
-        backend::NAME
-    );
-    let state_path = ReportPaths::new(&args.report).state;
-    let mut on_progress = common::attack_progress("");
-    let options = RunOptions {
-        state_path: Some(state_path.clone()),
-        resume: args.resume,
-        keep_adversarial: args.save_adversarial.is_some(),
-        on_progress: Some(&mut on_progress),
-    };
-    let (report, adversarial) = autoattack::run(&config, &model, &test, range, options)?;
-    if let Some(path) = &args.save_adversarial {
-        let shape = test.shape();
-        autoattack::save_adversarial(
-            path,
-            &adversarial,
-            [shape.channels, shape.height, shape.width],
-        )?;
-        println!(
-            "saved {} adversarial examples to {}",
-            adversarial.len(),
-            path.display()
-        );
-    }
-    finish(&args, &report)?;
-    common::remove_state(&state_path);
-    Ok(())
-}
-
-fn finish(args: &Args, report: &AutoAttackReport) -> anyhow::Result<()> {
-    println!("\n{}", report.markdown());
-    report.save(&args.report)?;
-    println!("report written to {}", args.report.display());
-    Ok(())
+    common::load_weights(model, checkpoint, device)
 }

@@ -18,8 +18,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use clap::Parser;
-use common::{evaluate, load_data, say, teacher_labels, Model, Stage};
-use ltd::backend::{self, Train};
+use common::{evaluate, load_data, say, Model, Stage};
+use ltd::backend::{self, Device, Inner, Train};
 use ltd::core::attacks::ThreatModel;
 use ltd::core::eval::accuracy;
 use ltd::core::eval::autoattack::{AutoAttackConfig, AutoAttackReport};
@@ -27,6 +27,7 @@ use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::models::Arch;
 use ltd::core::objectives::{BnOrder, Labels, Natural, Trades, TradesAttack};
 use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
+use ltd::data::Dataset;
 
 #[derive(Parser)]
 #[command(about = "Teacher, TRADES and TRADES+LTD students, AutoAttack: the paper in miniature")]
@@ -91,6 +92,44 @@ fn main() {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
+    check_outputs(&args)?;
+    let device = backend::device(&args.device)?;
+    let arch: Arch = args.arch.parse()?;
+    let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
+    if !args.resume && args.out.exists() {
+        std::fs::remove_dir_all(&args.out)
+            .with_context(|| format!("clearing {}", args.out.display()))?;
+    }
+    println!(
+        "quickstart: {arch}, {} train / {} test synthetic images, backend {}, output {}",
+        train.len(),
+        test.len(),
+        backend::NAME,
+        args.out.display()
+    );
+    let run = QuickStart {
+        args: &args,
+        arch,
+        train,
+        test,
+        device,
+    };
+    let (teacher, teacher_row) = run.teacher()?;
+    let mut rows = vec![teacher_row];
+    rows.extend(run.students(teacher)?);
+    let n_ex = args.n_ex.min(run.test.len());
+    println!("\n{}", table(&rows, run.test.len(), n_ex));
+    println!(
+        "total {:.0} s; reports and weights in {}",
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// Refuses bad settings, and an --out holding anything the quick start did not write (it is
+/// replaced unless --resume), before any work.
+fn check_outputs(args: &Args) -> anyhow::Result<()> {
     let mut plan = OutputPlan::new();
     plan.resuming(args.resume)
         .output("--out", &args.out, OutputKind::Folder);
@@ -117,139 +156,156 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let device = backend::device(&args.device)?;
-    let arch: Arch = args.arch.parse()?;
-    let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
-    if !args.resume && args.out.exists() {
-        std::fs::remove_dir_all(&args.out)
-            .with_context(|| format!("clearing {}", args.out.display()))?;
+    Ok(())
+}
+
+/// The quick start's settings, data and device.
+struct QuickStart<'a> {
+    args: &'a Args,
+    arch: Arch,
+    train: Dataset,
+    test: Dataset,
+    device: Device,
+}
+
+impl QuickStart<'_> {
+    fn stage(&self, name: &'static str) -> Stage<'static> {
+        Stage {
+            name,
+            dir: self.args.out.join(name),
+            resume: self.args.resume,
+            resume_hint: "cargo run --release --example quickstart -- --resume".into(),
+        }
     }
-    println!(
-        "quickstart: {arch}, {} train / {} test synthetic images, backend {}, output {}",
-        train.len(),
-        test.len(),
-        backend::NAME,
-        args.out.display()
-    );
-    let stage = |name: &'static str| Stage {
-        name,
-        dir: args.out.join(name),
-        resume: args.resume,
-        resume_hint: "cargo run --release --example quickstart -- --resume".into(),
-    };
-    let config = |epochs: usize, label: &str| FitConfig {
-        epochs,
-        batch_size: args.batch_size,
-        sgd: SgdSettings::default(),
-        schedule: PiecewiseLr {
-            base: args.lr,
-            ..PiecewiseLr::cifar(epochs)
-        },
-        awp: None,
-        seed: args.seed,
-        eval_images: 0,
-        label: format!("quickstart {label} {arch}"),
-    };
-    let natural = |model: &Model| -> anyhow::Result<f64> {
-        Ok(accuracy(&model.valid(), &test, 250, &device)?.fraction())
-    };
 
-    let clock = Instant::now();
-    let teacher = stage("teacher").train(
-        arch.init_seeded::<Train>(train.num_classes(), None, args.seed, &device)?,
-        &Natural::default(),
-        &train,
-        &test,
-        &config(args.teacher_epochs, "teacher"),
-        &device,
-    )?;
-    let teacher_row = Row {
-        name: "teacher (natural)".into(),
-        natural: natural(&teacher)?,
-        report: None,
-        train_seconds: clock.elapsed().as_secs_f64(),
-    };
-    say(format!(
-        "teacher: {:.2}% natural accuracy",
-        100.0 * teacher_row.natural
-    ));
+    fn config(&self, epochs: usize, label: &str) -> FitConfig {
+        FitConfig {
+            epochs,
+            batch_size: self.args.batch_size,
+            sgd: SgdSettings::default(),
+            schedule: PiecewiseLr {
+                base: self.args.lr,
+                ..PiecewiseLr::cifar(epochs)
+            },
+            awp: None,
+            seed: self.args.seed,
+            eval_images: 0,
+            label: format!("quickstart {label} {}", self.arch),
+        }
+    }
 
-    // The students are independent once the teacher exists: they train and are evaluated side
-    // by side (small batches leave a CPU core idle otherwise). Both start from the same weights
-    // and see the same batches.
-    let students = [
-        (STUDENTS[0], "TRADES".to_string(), Labels::OneHot),
-        (
-            STUDENTS[1],
-            format!("TRADES+LTD (τ = {})", args.tau),
-            teacher_labels(&teacher, args.tau),
-        ),
-    ]
-    .map(|(dir, name, labels)| {
-        let model = arch.init_seeded::<Train>(train.num_classes(), None, args.seed + 1, &device);
-        (dir, name, labels, model)
-    });
-    let student = |(dir, name, labels, model): (&'static str, String, Labels<_>, _)| {
+    fn natural(&self, model: &Model) -> anyhow::Result<f64> {
+        Ok(accuracy(&model.valid(), &self.test, 250, &self.device)?.fraction())
+    }
+
+    fn model(&self, seed: u64) -> anyhow::Result<Model> {
+        let classes = self.train.num_classes();
+        Ok(self
+            .arch
+            .init_seeded::<Train>(classes, None, seed, &self.device)?)
+    }
+
+    /// The naturally trained teacher and its row.
+    fn teacher(&self) -> anyhow::Result<(Model, Row)> {
+        let clock = Instant::now();
+        let teacher = self.stage("teacher").train(
+            self.model(self.args.seed)?,
+            &Natural::default(),
+            &self.train,
+            &self.test,
+            &self.config(self.args.teacher_epochs, "teacher"),
+            &self.device,
+        )?;
+        let row = Row {
+            name: "teacher (natural)".into(),
+            natural: self.natural(&teacher)?,
+            report: None,
+            train_seconds: clock.elapsed().as_secs_f64(),
+        };
+        say(format!(
+            "teacher: {:.2}% natural accuracy",
+            100.0 * row.natural
+        ));
+        Ok((teacher, row))
+    }
+
+    /// The TRADES and TRADES+LTD students. They are independent once the teacher exists, so
+    /// they train and are evaluated side by side (small batches leave a CPU core idle
+    /// otherwise); both start from the same weights and see the same batches.
+    fn students(&self, teacher: Model) -> anyhow::Result<Vec<Row>> {
+        let ltd = format!("TRADES+LTD (τ = {})", self.args.tau);
+        let students = [
+            (STUDENTS[0], "TRADES".to_string(), Labels::OneHot),
+            (
+                STUDENTS[1],
+                ltd,
+                Labels::teacher(teacher.valid(), self.args.tau),
+            ),
+        ];
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = students
+                .into_iter()
+                .map(|(dir, name, labels)| scope.spawn(move || self.student(dir, name, labels)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a student thread panicked"))
+                .collect()
+        })
+    }
+
+    /// One student: trained with `labels`, then evaluated with AutoAttack.
+    fn student(
+        &self,
+        dir: &'static str,
+        name: String,
+        labels: Labels<Inner>,
+    ) -> anyhow::Result<Row> {
         let clock = Instant::now();
         let objective = Trades::<Train> {
-            beta: args.lambda,
+            beta: self.args.lambda,
             attack: TradesAttack {
-                steps: args.attack_steps,
+                steps: self.args.attack_steps,
                 ..TradesAttack::cifar()
             },
             labels,
             bn_order: BnOrder::NatAdv,
         };
-        let student = stage(dir).train(
-            model?,
+        let config = self.config(self.args.student_epochs, dir);
+        let model = self.model(self.args.seed + 1)?;
+        let student = self.stage(dir).train(
+            model,
             &objective,
-            &train,
-            &test,
-            &config(args.student_epochs, dir),
-            &device,
+            &self.train,
+            &self.test,
+            &config,
+            &self.device,
         )?;
         let train_seconds = clock.elapsed().as_secs_f64();
         say(format!(
             "{name}: AutoAttack on the first {} test images",
-            args.n_ex
+            self.args.n_ex
         ));
+        let config =
+            AutoAttackConfig::standard(ThreatModel::cifar_linf()).with_seed(self.args.seed);
+        let report_path = self.args.out.join(dir).join("report.json");
+        let label = format!("{dir} ");
         let report = evaluate(
-            &format!("{dir} "),
+            &label,
             &student,
-            &test,
-            &AutoAttackConfig {
-                seed: args.seed,
-                ..AutoAttackConfig::standard(ThreatModel::cifar_linf())
-            },
-            args.n_ex,
-            &args.out.join(dir).join("report.json"),
-            args.resume,
+            &self.test,
+            &config,
+            self.args.n_ex,
+            &report_path,
+            self.args.resume,
         )?;
-        anyhow::Ok(Row {
+        Ok(Row {
             name,
-            natural: natural(&student)?,
+            natural: self.natural(&student)?,
             report: Some(report),
             train_seconds,
         })
-    };
-    let mut rows = vec![teacher_row];
-    std::thread::scope(|scope| -> anyhow::Result<()> {
-        let handles: Vec<_> = students
-            .into_iter()
-            .map(|s| scope.spawn(|| student(s)))
-            .collect();
-        for handle in handles {
-            rows.push(handle.join().expect("a student thread panicked")?);
-        }
-        Ok(())
-    })?;
-    println!("\n{}", table(&rows, test.len(), args.n_ex.min(test.len())));
-    println!(
-        "total {:.0} s; reports and weights in {}",
-        start.elapsed().as_secs_f64(),
-        args.out.display()
-    );
-    Ok(())
+    }
 }
 
 /// One line of the table.

@@ -95,6 +95,7 @@ fn evaluate(
     let (model, data) = problem();
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: state,
         resume,
         keep_adversarial: true,
@@ -102,7 +103,7 @@ fn evaluate(
     };
     autoattack::run_attacks(&config(), &attacks(), &model, &data, range, options)
         .unwrap()
-        .0
+        .report
 }
 
 /// Starts a run with a state file and kills it (a panic) after `after` progress calls; whether
@@ -117,6 +118,7 @@ fn run_interrupted(state: &std::path::Path, after: usize) -> bool {
         }
     };
     let options = RunOptions {
+        report: None,
         state_path: Some(state.to_path_buf()),
         resume: false,
         keep_adversarial: true,
@@ -198,25 +200,27 @@ fn autoattack_never_attacks_a_point_already_broken() {
     let list: Vec<Box<dyn Attack<AD, LinearClassifier<AD>>>> = vec![Box::new(Fgsm::new(threat))];
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: None,
         resume: false,
         keep_adversarial: false,
         on_progress: Some(&mut quiet),
     };
-    let (after_fgsm, _) =
-        autoattack::run_attacks(&config(), &list, &model, &data, 0..60, options).unwrap();
+    let outcome = autoattack::run_attacks(&config(), &list, &model, &data, 0..60, options).unwrap();
+    let after_fgsm = outcome.report;
 
     let list: Vec<Box<dyn Attack<AD, LinearClassifier<AD>>>> =
         vec![Box::new(Fgsm::new(threat)), Box::new(recorder)];
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: None,
         resume: false,
         keep_adversarial: false,
         on_progress: Some(&mut quiet),
     };
-    let (report, _) =
-        autoattack::run_attacks(&config(), &list, &model, &data, 0..60, options).unwrap();
+    let outcome = autoattack::run_attacks(&config(), &list, &model, &data, 0..60, options).unwrap();
+    let report = outcome.report;
     assert_eq!(report.robust_mask, after_fgsm.robust_mask);
     let recorder_seen = seen.borrow().clone();
     let survivors: Vec<Vec<f32>> = (0..60)
@@ -252,7 +256,7 @@ fn merged_shards_equal_one_run() {
         .map(|k| evaluate(Shard { index: k, count: 3 }.range(60, 16), None, false))
         .collect();
     assert_eq!(shards.iter().map(|s| s.n_examples).sum::<usize>(), 60);
-    let merged = autoattack::merge(shards.into_iter().rev().collect()).unwrap();
+    let merged = AutoAttackReport::merge(shards.into_iter().rev().collect()).unwrap();
     assert_eq!(untimed(merged), untimed(whole));
 }
 
@@ -264,6 +268,7 @@ fn a_state_file_from_another_evaluation_is_refused() {
     let (model, data) = problem();
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: Some(state),
         resume: true,
         keep_adversarial: false,
@@ -290,6 +295,7 @@ fn resume_with(
 ) -> Option<String> {
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: Some(state.to_path_buf()),
         resume,
         keep_adversarial: true,
@@ -493,12 +499,13 @@ fn forged_and_mixed_reports_are_refused() {
     let (other_model, data) = problem_seeded(4);
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: None,
         resume: false,
         keep_adversarial: false,
         on_progress: Some(&mut quiet),
     };
-    let (second_other, _) = autoattack::run_attacks(
+    let outcome = autoattack::run_attacks(
         &config(),
         &attacks(),
         &other_model,
@@ -507,11 +514,12 @@ fn forged_and_mixed_reports_are_refused() {
         options,
     )
     .unwrap();
-    let error = autoattack::merge(vec![first.clone(), second_other]).unwrap_err();
+    let second_other = outcome.report;
+    let error = AutoAttackReport::merge(vec![first.clone(), second_other]).unwrap_err();
     assert!(error.to_string().contains("other model weights"), "{error}");
     let mut forged = evaluate(range(2), None, false);
     forged.clean_accuracy = 3.0;
-    let error = autoattack::merge(vec![first, forged]).unwrap_err();
+    let error = AutoAttackReport::merge(vec![first, forged]).unwrap_err();
     assert!(error.to_string().contains("inconsistent"), "{error}");
 }
 
@@ -521,13 +529,16 @@ fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
     let (model, data) = problem();
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: None,
         resume: false,
         keep_adversarial: true,
         on_progress: Some(&mut quiet),
     };
-    let (report, whole) =
+    let outcome =
         autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options).unwrap();
+    let report = outcome.report;
+    let whole = outcome.adversarial;
     let broken = (0..60)
         .filter(|&i| report.clean_mask[i] && !report.robust_mask[i])
         .count();
@@ -538,13 +549,15 @@ fn adversarial_examples_are_kept_across_a_resume_and_saved_as_safetensors() {
     assert!(run_interrupted(&state, 7));
     let mut quiet = |_: &str, _: usize, _: usize| {};
     let options = RunOptions {
+        report: None,
         state_path: Some(state),
         resume: true,
         keep_adversarial: true,
         on_progress: Some(&mut quiet),
     };
-    let (_, resumed) =
+    let outcome =
         autoattack::run_attacks(&config(), &attacks(), &model, &data, 0..60, options).unwrap();
+    let resumed = outcome.adversarial;
     assert_eq!(resumed, whole);
 
     let path = dir.path().join("adv.safetensors");
@@ -587,5 +600,126 @@ fn the_weights_digest_covers_the_input_normalisation() {
     assert_ne!(
         digest(Some(Normalization::cifar10())),
         digest(Some(Normalization::imagenet()))
+    );
+}
+
+#[test]
+fn a_report_path_receives_the_report_and_a_resume_returns_it_unchanged() {
+    use ltd::core::eval::outputs::ReportPaths;
+    let (model, data) = problem();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ReportPaths::new(dir.path().join("report.json"));
+    let run = |config: &AutoAttackConfig, resume: bool| {
+        let options = RunOptions {
+            report: Some(files.json.clone()),
+            resume,
+            ..Default::default()
+        };
+        autoattack::run_attacks(config, &attacks(), &model, &data, 0..32, options).unwrap()
+    };
+    let first = run(&config(), false);
+    assert!(!first.reused);
+    assert_eq!(AutoAttackReport::read(&files.json).unwrap(), first.report);
+    assert!(files.markdown.is_file());
+    assert!(!files.state.exists() && !files.adversarial_log.exists());
+
+    let again = run(&config(), true);
+    assert!(again.reused, "a finished evaluation is not run again");
+    assert_eq!(again.report, first.report);
+
+    // Other settings are another evaluation: redone, and the report replaced.
+    let other = AutoAttackConfig {
+        seed: 6,
+        ..config()
+    };
+    let redone = run(&other, true);
+    assert!(!redone.reused);
+    assert_eq!(AutoAttackReport::read(&files.json).unwrap().config, other);
+}
+
+#[test]
+fn tensors_held_by_the_caller_evaluate_as_their_data_set_does() {
+    use ltd::core::eval::autoattack::LabelledImages;
+    let (model, data) = problem();
+    let batch = data.batch(&(0..data.len()).collect::<Vec<_>>()).unwrap();
+    let (x, y) = ltd::core::tensors::batch_tensors::<B>(&batch, &Default::default());
+    let held = LabelledImages::from_tensors(x.clone(), y.clone()).unwrap();
+    let from_data = autoattack::run_attacks(
+        &config(),
+        &attacks(),
+        &model,
+        &data,
+        0..60,
+        Default::default(),
+    )
+    .unwrap()
+    .report;
+    let from_tensors = autoattack::run_attacks(
+        &config(),
+        &attacks(),
+        &model,
+        &held,
+        0..60,
+        Default::default(),
+    )
+    .unwrap()
+    .report;
+    assert!(
+        from_data.robust_accuracy < from_data.clean_accuracy,
+        "the attacks break some images"
+    );
+    assert_eq!(from_tensors.clean_mask, from_data.clean_mask);
+    assert_eq!(from_tensors.robust_mask, from_data.robust_mask);
+    assert_eq!(held.labels(), data.labels());
+
+    let error = LabelledImages::from_tensors(x.clone().mul_scalar(2.0), y.clone()).unwrap_err();
+    assert!(error.to_string().contains("outside [0, 1]"), "{error}");
+    let error = LabelledImages::from_tensors(x, y.slice([0..59])).unwrap_err();
+    assert!(
+        error.to_string().contains("60 images but 59 labels"),
+        "{error}"
+    );
+}
+
+#[test]
+fn teacher_logits_are_computed_once_and_then_read_back() {
+    use ltd::core::objectives::TeacherLogits;
+    let (model, data) = problem();
+    let teacher = {
+        use burn::module::AutodiffModule;
+        model.valid()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logits.safetensors");
+    let device = Default::default();
+    let computed = TeacherLogits::cached::<B, _, ltd::core::LtdError>(
+        &path,
+        || Ok(teacher.clone()),
+        &data,
+        16,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(computed.len(), data.len());
+    let read = TeacherLogits::cached::<B, LinearClassifier<B>, ltd::core::LtdError>(
+        &path,
+        || panic!("the file exists: no teacher is needed"),
+        &data,
+        16,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(read, computed);
+    let error = TeacherLogits::cached::<B, LinearClassifier<B>, ltd::core::LtdError>(
+        &path,
+        || panic!("the file exists: no teacher is needed"),
+        &data.take(10),
+        16,
+        &device,
+    )
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("delete it to recompute"),
+        "{error}"
     );
 }

@@ -481,6 +481,7 @@ fn autoattack_end_to_end_and_resume() {
             }
         };
         let options = RunOptions {
+            report: None,
             resume: state.is_some(),
             state_path: state,
             keep_adversarial: true,
@@ -637,8 +638,7 @@ fn training_steps() {
         device: &A::Device,
     ) -> Network<A> {
         let teacher = load::<Inner<A>>(world.dir.path(), "teacher", device);
-        let teacher: ltd::core::objectives::TeacherFn<Inner<A>> =
-            Arc::new(move |x| teacher.forward(x, Mode::Eval));
+        let teacher = ltd::core::objectives::teacher_fn::<Inner<A>, _>(teacher);
         let trades = |labels| GivenAdversarial {
             objective: Trades::<A> {
                 attack: attack.clone(),

@@ -406,15 +406,9 @@ fn precomputed_teacher_logits_round_trip_and_give_the_on_the_fly_soft_labels() {
     let batch = data.train.batch(&indices).unwrap();
     let (x, y) = ltd::core::tensors::batch_tensors::<B>(&batch, &device());
     let on_the_fly = {
-        let teacher = teacher.clone();
-        let f: ltd::core::objectives::TeacherFn<B> =
-            Arc::new(move |x| teacher.forward(x, Mode::Eval));
-        Labels::Teacher {
-            teacher: f,
-            tau: 5.0,
-        }
-        .targets(x.clone(), y.clone(), &indices, 10)
-        .unwrap()
+        Labels::teacher(teacher.clone(), 5.0)
+            .targets(x.clone(), y.clone(), &indices, 10)
+            .unwrap()
     };
     let precomputed = Labels::Precomputed {
         logits: loaded.clone(),

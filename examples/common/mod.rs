@@ -8,15 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
-use burn::module::AutodiffModule;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ltd::backend::{Device, Train};
-use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, Identity, RunOptions};
-use ltd::core::eval::outputs::ReportPaths;
+use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunOptions};
 use ltd::core::models::Network;
-use ltd::core::objectives::{Labels, Objective, TeacherFn};
+use ltd::core::objectives::Objective;
 use ltd::core::train::{fit, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
-use ltd::core::{weights, LtdError, Mode};
+use ltd::core::{weights, LtdError};
 use ltd::data::{load_cifar_auto, CifarKind, Dataset, Split, SyntheticConfig};
 
 /// The model type every example trains.
@@ -104,23 +102,6 @@ pub fn load_weights(model: Model, path: &Path, device: &Device) -> anyhow::Resul
         }
         e => e.into(),
     })
-}
-
-/// The teacher as a soft-label source for LTD: inference mode, no gradients.
-pub fn teacher_fn(teacher: &Model) -> TeacherFn<ltd::backend::Inner> {
-    let teacher = teacher.valid();
-    std::sync::Arc::new(move |x| {
-        use ltd::core::Classifier;
-        teacher.forward(x, Mode::Eval)
-    })
-}
-
-/// Soft labels from `teacher` at `tau`.
-pub fn teacher_labels(teacher: &Model, tau: f64) -> Labels<ltd::backend::Inner> {
-    Labels::Teacher {
-        teacher: teacher_fn(teacher),
-        tau,
-    }
 }
 
 /// A training stage in folder `dir`: `ckpt/` (resumable checkpoint), `log.jsonl` (one line per
@@ -249,18 +230,6 @@ pub fn attack_progress(label: &str) -> impl FnMut(&str, usize, usize) + '_ {
     }
 }
 
-/// The state file kept beside a report while its evaluation runs.
-pub fn state_path(report: &Path) -> PathBuf {
-    ReportPaths::new(report).state
-}
-
-/// Removes a finished evaluation's adversarial log, then its state file (a log left without
-/// its state would block the next run's output check).
-pub fn remove_state(state: &Path) {
-    let _ = std::fs::remove_file(autoattack::adversarial_log_path(state));
-    let _ = std::fs::remove_file(state);
-}
-
 /// Runs AutoAttack (the configured attacks) on the first `n_ex` test images, resumable through
 /// `<report>.state`; writes the JSON report and returns it. With `resume`, a finished report of
 /// the same model, images and settings is returned as it is. `label` prefixes the progress bars.
@@ -274,43 +243,16 @@ pub fn evaluate(
     report_path: &Path,
     resume: bool,
 ) -> anyhow::Result<AutoAttackReport> {
-    let state = state_path(report_path);
-    let range = 0..n_ex.min(test.len());
-    if resume && !state.exists() {
-        if let Some(done) = finished_report(report_path, model, test, config, &range)? {
-            say(format!("already evaluated: {}", report_path.display()));
-            return Ok(done);
-        }
-    }
     let mut progress = attack_progress(label);
     let options = RunOptions {
-        state_path: Some(state.clone()),
+        report: Some(report_path.into()),
         resume,
-        keep_adversarial: false,
         on_progress: Some(&mut progress),
+        ..Default::default()
     };
-    let (report, _) = autoattack::run(config, model, test, range, options)?;
-    report.save(report_path)?;
-    remove_state(&state);
-    Ok(report)
-}
-
-/// The report at `path` if it is a finished evaluation of this model, these images and these
-/// settings; `None` if there is none or it is of another evaluation (it is then redone).
-fn finished_report(
-    path: &Path,
-    model: &Model,
-    test: &Dataset,
-    config: &AutoAttackConfig,
-    range: &std::ops::Range<usize>,
-) -> anyhow::Result<Option<AutoAttackReport>> {
-    let Ok(report) = AutoAttackReport::read(path) else {
-        return Ok(None);
-    };
-    let identity = Identity::of(config, &model.valid(), test)?;
-    Ok((report.identity == identity
-        && report.config == *config
-        && report.first_index == range.start
-        && report.n_examples == range.len())
-    .then_some(report))
+    let outcome = autoattack::run(config, model, test, 0..n_ex.min(test.len()), options)?;
+    if outcome.reused {
+        say(format!("already evaluated: {}", report_path.display()));
+    }
+    Ok(outcome.report)
 }

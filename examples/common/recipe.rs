@@ -11,17 +11,19 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use burn::module::AutodiffModule;
 use clap::{Parser, ValueEnum};
-use ltd::backend::{self, Device, Train};
+use ltd::backend::{self, Device, Inner, Train};
 use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::accuracy;
 use ltd::core::eval::autoattack::AutoAttackConfig;
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::models::Arch;
-use ltd::core::objectives::{Awp, BnOrder, Labels, Natural, TeacherLogits, Trades, TradesAttack};
+use ltd::core::objectives::{
+    teacher_fn, Awp, BnOrder, Labels, Natural, TeacherLogits, Trades, TradesAttack,
+};
 use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
 use ltd::data::{CifarKind, Dataset};
 
-use super::{evaluate, load_data, load_weights, teacher_labels, Model, Stage};
+use super::{evaluate, load_data, load_weights, Model, Stage};
 
 /// Which stages to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,10 +180,48 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         .out
         .clone()
         .unwrap_or_else(|| Path::new("runs").join(program));
-    // Outputs and settings are checked before any data or weights are loaded.
+    check_outputs(args, &out)?;
+    let device = backend::device(&args.device)?;
+    let (source, train, test) = load_data(
+        args.data_dir.as_deref(),
+        args.synthetic,
+        args.synthetic_train,
+        args.seed,
+        Some(kind),
+    )?;
+    let recipe = Recipe::new(args, &out, &source, train, test, device)?;
+    println!(
+        "{program}: {source} ({} train / {} test), student {}, backend {}, output {}",
+        recipe.train.len(),
+        recipe.test.len(),
+        recipe.arch,
+        backend::NAME,
+        out.display()
+    );
+    let runs = |s: Stages| args.stage == s || args.stage == Stages::All;
+    let needs_teacher = args.defensive_distillation.is_some()
+        || matches!(args.labels, LabelChoice::Teacher | LabelChoice::Precomputed);
+    if args.stage == Stages::Teacher && !needs_teacher {
+        bail!("only --labels teacher or precomputed (LTD) use a teacher; nothing to train");
+    }
+    let mut teacher = None;
+    if runs(Stages::Teacher) && needs_teacher && args.teacher.is_none() {
+        teacher = Some(recipe.train_teacher()?);
+    }
+    if runs(Stages::Student) {
+        recipe.train_student(teacher)?;
+    }
+    if runs(Stages::Eval) {
+        recipe.evaluate()?;
+    }
+    Ok(())
+}
+
+/// Refuses bad outputs and settings before any data or weights are loaded.
+fn check_outputs(args: &RecipeArgs, out: &Path) -> anyhow::Result<()> {
     let mut plan = OutputPlan::new();
     plan.resuming(args.resume)
-        .output("--out", &out, OutputKind::Folder);
+        .output("--out", out, OutputKind::Folder);
     if let Some(dir) = &args.data_dir {
         plan.input("data", dir);
     }
@@ -198,51 +238,72 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
     if args.eps <= 0.0 {
         bail!("--eps must be > 0 (the recipe trains and evaluates robustness at ε)");
     }
-    let device = backend::device(&args.device)?;
-    let (source, train, test) = load_data(
-        args.data_dir.as_deref(),
-        args.synthetic,
-        args.synthetic_train,
-        args.seed,
-        Some(kind),
-    )?;
-    let arch: Arch = args.arch.parse()?;
-    let teacher_arch: Arch = args.teacher_arch.as_deref().unwrap_or(&args.arch).parse()?;
-    let classes = train.num_classes();
-    println!(
-        "{program}: {source} ({} train / {} test), student {arch}, backend {}, output {}",
-        train.len(),
-        test.len(),
-        backend::NAME,
-        out.display()
-    );
-    // What a checkpoint must agree on besides the settings (checked on --resume).
-    let source = format!("{source} {} train images", train.len());
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let resume_hint = if args.resume {
-        command
-    } else {
-        format!("{command} --resume")
-    };
-    let stage = |name: &'static str| Stage {
-        name,
-        dir: out.join(name),
-        resume: args.resume,
-        resume_hint: resume_hint.clone(),
-    };
-    let (teacher_stage, student_stage) = (stage("teacher"), stage("student"));
-    let needs_teacher = args.defensive_distillation.is_some()
-        || matches!(args.labels, LabelChoice::Teacher | LabelChoice::Precomputed);
-    let runs = |s: Stages| args.stage == s || args.stage == Stages::All;
-    if args.stage == Stages::Teacher && !needs_teacher {
-        bail!("only --labels teacher or precomputed (LTD) use a teacher; nothing to train");
+    Ok(())
+}
+
+/// One run of the recipe: its settings, data, architectures and stage folders.
+struct Recipe<'a> {
+    args: &'a RecipeArgs,
+    out: &'a Path,
+    /// What a checkpoint must agree on besides the settings (checked on --resume).
+    source: String,
+    train: Dataset,
+    test: Dataset,
+    device: Device,
+    arch: Arch,
+    teacher_arch: Arch,
+    teacher_stage: Stage<'static>,
+    student_stage: Stage<'static>,
+}
+
+impl<'a> Recipe<'a> {
+    fn new(
+        args: &'a RecipeArgs,
+        out: &'a Path,
+        source: &str,
+        train: Dataset,
+        test: Dataset,
+        device: Device,
+    ) -> anyhow::Result<Self> {
+        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let resume_hint = if args.resume {
+            command
+        } else {
+            format!("{command} --resume")
+        };
+        let stage = |name: &'static str| Stage {
+            name,
+            dir: out.join(name),
+            resume: args.resume,
+            resume_hint: resume_hint.clone(),
+        };
+        Ok(Self {
+            args,
+            out,
+            source: format!("{source} {} train images", train.len()),
+            train,
+            test,
+            device,
+            arch: args.arch.parse()?,
+            teacher_arch: args.teacher_arch.as_deref().unwrap_or(&args.arch).parse()?,
+            teacher_stage: stage("teacher"),
+            student_stage: stage("student"),
+        })
     }
 
-    // Stage 1.
-    let mut teacher = None;
-    if runs(Stages::Teacher) && needs_teacher && args.teacher.is_none() {
-        let model = teacher_arch.init_seeded::<Train>(classes, None, args.seed, &device)?;
-        let epochs = args.teacher_epochs.unwrap_or(args.epochs);
+    fn classes(&self) -> usize {
+        self.train.num_classes()
+    }
+
+    /// Stage 1: the naturally trained teacher (or defensive distillation's first network).
+    fn train_teacher(&self) -> anyhow::Result<Model> {
+        let args = self.args;
+        let model = self.teacher_arch.init_seeded::<Train>(
+            self.classes(),
+            None,
+            args.seed,
+            &self.device,
+        )?;
         let (objective, label) = match args.defensive_distillation {
             Some(t) => (
                 Natural::distillation_teacher(t),
@@ -250,110 +311,148 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
             ),
             None => (Natural::default(), "teacher".to_string()),
         };
-        let config = fit_config(
-            args,
-            epochs,
-            None,
-            format!("{label} {teacher_arch} {source}"),
-        );
-        let trained = teacher_stage.train(model, &objective, &train, &test, &config, &device)?;
-        let acc = accuracy(&trained.valid(), &test, args.eval_batch_size, &device)?;
+        let label = format!("{label} {} {}", self.teacher_arch, self.source);
+        let epochs = args.teacher_epochs.unwrap_or(args.epochs);
+        let config = fit_config(args, epochs, None, label);
+        let stage = &self.teacher_stage;
+        let trained = stage.train(
+            model,
+            &objective,
+            &self.train,
+            &self.test,
+            &config,
+            &self.device,
+        )?;
+        let acc = accuracy(
+            &trained.valid(),
+            &self.test,
+            args.eval_batch_size,
+            &self.device,
+        )?;
         println!(
             "teacher: {:.2}% natural test accuracy ({})",
             100.0 * acc.fraction(),
-            teacher_stage.model_path().display()
+            stage.model_path().display()
         );
-        teacher = Some(trained);
+        Ok(trained)
     }
 
-    // Stage 2.
-    if runs(Stages::Student) {
-        let mut load_teacher = || -> anyhow::Result<Model> {
-            if let Some(t) = teacher.take() {
-                return Ok(t);
-            }
-            let path = args.teacher.clone().unwrap_or(teacher_stage.model_path());
-            if !path.is_file() {
-                bail!(
-                    "no teacher at {}: run --stage teacher first or pass --teacher FILE",
-                    path.display()
-                );
-            }
-            let model = teacher_arch.init::<Train>(classes, None, &device)?;
-            load_weights(model, &path, &device)
+    /// The teacher trained in this run, else the one `--teacher` or stage 1 left on disk.
+    fn teacher(&self, trained: &mut Option<Model>) -> anyhow::Result<Model> {
+        if let Some(t) = trained.take() {
+            return Ok(t);
+        }
+        let path = (self.args.teacher.clone()).unwrap_or(self.teacher_stage.model_path());
+        if !path.is_file() {
+            bail!(
+                "no teacher at {}: run --stage teacher first or pass --teacher FILE",
+                path.display()
+            );
+        }
+        let model = self
+            .teacher_arch
+            .init::<Train>(self.classes(), None, &self.device)?;
+        load_weights(model, &path, &self.device)
+    }
+
+    /// Stage 2: the student, TRADES with the chosen labels (or the distillation baseline).
+    fn train_student(&self, mut teacher: Option<Model>) -> anyhow::Result<()> {
+        let args = self.args;
+        let model =
+            self.arch
+                .init_seeded::<Train>(self.classes(), None, args.seed + 1, &self.device)?;
+        let (stage, device) = (&self.student_stage, &self.device);
+        if let Some(t) = args.defensive_distillation {
+            let teacher = teacher_fn(self.teacher(&mut teacher)?.valid());
+            let objective = Natural::distillation_student(teacher, t);
+            let label = format!("defensive distillation T={t} {} {}", self.arch, self.source);
+            let config = fit_config(args, args.epochs, None, label);
+            stage.train(model, &objective, &self.train, &self.test, &config, device)?;
+            return Ok(());
+        }
+        let objective = Trades::<Train> {
+            beta: args.lambda,
+            attack: TradesAttack {
+                threat: ThreatModel::linf(args.eps),
+                steps: args.attack_steps,
+                step_size: args.attack_step_size,
+                ..TradesAttack::cifar()
+            },
+            labels: self.labels(&mut teacher)?,
+            bn_order: args.bn_order,
         };
-        let model = arch.init_seeded::<Train>(classes, None, args.seed + 1, &device)?;
+        let label = format!(
+            "TRADES λ={} labels={:?} bn={:?} attack={:?} {} {}",
+            objective.beta,
+            objective.labels,
+            objective.bn_order,
+            objective.attack,
+            self.arch,
+            self.source
+        );
         let awp = args.awp.then(|| Awp {
             gamma: args.awp_gamma,
             warmup_epochs: args.awp_warmup,
             ..Awp::trades()
         });
-        if let Some(t) = args.defensive_distillation {
-            let objective = Natural::distillation_student(super::teacher_fn(&load_teacher()?), t);
-            let label = format!("defensive distillation T={t} {arch} {source}");
-            let config = fit_config(args, args.epochs, None, label);
-            student_stage.train(model, &objective, &train, &test, &config, &device)?;
-        } else {
-            let labels = match args.labels {
-                LabelChoice::Teacher => teacher_labels(&load_teacher()?, args.tau),
-                LabelChoice::Precomputed => Labels::Precomputed {
-                    logits: Arc::new(teacher_logits(
-                        &teacher_stage.dir,
-                        &mut load_teacher,
-                        &train,
-                        args.eval_batch_size,
-                        &device,
-                    )?),
-                    tau: args.tau,
-                },
-                LabelChoice::OneHot => Labels::OneHot,
-                LabelChoice::Smoothing(alpha) => Labels::Smoothing(alpha),
-            };
-            let objective = Trades::<Train> {
-                beta: args.lambda,
-                attack: TradesAttack {
-                    threat: ThreatModel::linf(args.eps),
-                    steps: args.attack_steps,
-                    step_size: args.attack_step_size,
-                    ..TradesAttack::cifar()
-                },
-                labels,
-                bn_order: args.bn_order,
-            };
-            let label = format!(
-                "TRADES λ={} labels={:?} bn={:?} attack={:?} {arch} {source}",
-                objective.beta, objective.labels, objective.bn_order, objective.attack
-            );
-            let config = fit_config(args, args.epochs, awp, label);
-            student_stage.train(model, &objective, &train, &test, &config, &device)?;
-        }
+        let config = fit_config(args, args.epochs, awp, label);
+        stage.train(model, &objective, &self.train, &self.test, &config, device)?;
+        Ok(())
     }
 
-    // Stage 3.
-    if runs(Stages::Eval) {
-        let path = student_stage.model_path();
+    /// The student's natural-term targets; precomputed logits are kept beside the teacher.
+    fn labels(&self, teacher: &mut Option<Model>) -> anyhow::Result<Labels<Inner>> {
+        let tau = self.args.tau;
+        Ok(match self.args.labels {
+            LabelChoice::Teacher => Labels::teacher(self.teacher(teacher)?.valid(), tau),
+            LabelChoice::Precomputed => {
+                let path = self.teacher_stage.dir.join("logits.safetensors");
+                std::fs::create_dir_all(&self.teacher_stage.dir)
+                    .with_context(|| format!("creating {}", self.teacher_stage.dir.display()))?;
+                let logits = TeacherLogits::cached(
+                    &path,
+                    || self.teacher(teacher).map(|t| t.valid()),
+                    &self.train,
+                    self.args.eval_batch_size,
+                    &self.device,
+                )?;
+                Labels::Precomputed {
+                    logits: Arc::new(logits),
+                    tau,
+                }
+            }
+            LabelChoice::OneHot => Labels::OneHot,
+            LabelChoice::Smoothing(alpha) => Labels::Smoothing(alpha),
+        })
+    }
+
+    /// Stage 3: AutoAttack 'standard' on the student.
+    fn evaluate(&self) -> anyhow::Result<()> {
+        let args = self.args;
+        let path = self.student_stage.model_path();
         if !path.is_file() {
             bail!(
                 "no student at {}: run --stage student first",
                 path.display()
             );
         }
-        let model = load_weights(arch.init::<Train>(classes, None, &device)?, &path, &device)?;
-        let config = AutoAttackConfig {
-            batch_size: args.eval_batch_size,
-            seed: args.seed,
-            ..AutoAttackConfig::standard(ThreatModel::linf(args.eps))
-        };
-        let report_path = out.join("report.json");
+        let model = self
+            .arch
+            .init::<Train>(self.classes(), None, &self.device)?;
+        let model = load_weights(model, &path, &self.device)?;
+        let config = AutoAttackConfig::standard(ThreatModel::linf(args.eps))
+            .with_batch_size(args.eval_batch_size)
+            .with_seed(args.seed);
+        let report_path = self.out.join("report.json");
         println!(
             "AutoAttack 'standard', L∞ ε = {:.2}/255, first {} test images",
             args.eps * 255.0,
-            args.n_ex.min(test.len())
+            args.n_ex.min(self.test.len())
         );
         let report = evaluate(
             "",
             &model,
-            &test,
+            &self.test,
             &config,
             args.n_ex,
             &report_path,
@@ -364,8 +463,8 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
             report.markdown(),
             report_path.display()
         );
+        Ok(())
     }
-    Ok(())
 }
 
 /// The paper's optimisation settings with this run's overrides.
@@ -386,34 +485,4 @@ fn fit_config(args: &RecipeArgs, epochs: usize, awp: Option<Awp>, label: String)
         eval_images: args.held_out,
         label,
     }
-}
-
-/// The teacher's logits on the training set: read from `dir/logits.safetensors`, or computed
-/// once and written there.
-fn teacher_logits(
-    dir: &Path,
-    load_teacher: &mut dyn FnMut() -> anyhow::Result<Model>,
-    train: &Dataset,
-    batch_size: usize,
-    device: &Device,
-) -> anyhow::Result<TeacherLogits> {
-    let path = dir.join("logits.safetensors");
-    if path.is_file() {
-        let logits = TeacherLogits::load(&path)?;
-        if logits.len() != train.len() {
-            bail!(
-                "{} holds {} images but the training set has {}; delete it to recompute",
-                path.display(),
-                logits.len(),
-                train.len()
-            );
-        }
-        return Ok(logits);
-    }
-    let teacher = load_teacher()?.valid();
-    let logits = TeacherLogits::compute(&teacher, train, batch_size, device)?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    logits.save(&path)?;
-    println!("teacher logits written to {}", path.display());
-    Ok(logits)
 }

@@ -98,6 +98,7 @@ fn evaluate(
         }
     };
     let options = RunOptions {
+        report: None,
         state_path: Some(state.to_path_buf()),
         resume,
         keep_adversarial: true,
@@ -322,7 +323,7 @@ fn mutated_reports_never_panic() {
     assert_eq!(AutoAttackReport::from_json(&seed).unwrap(), report);
     let read = |b: &[u8]| match AutoAttackReport::from_json(b) {
         Ok(r) => {
-            autoattack::merge(vec![r]).unwrap();
+            AutoAttackReport::merge(vec![r]).unwrap();
             true
         }
         Err(_) => false,

@@ -9,9 +9,18 @@ use burn::tensor::{Int, Tensor};
 
 use super::TeacherLogits;
 use crate::losses::tempered_softmax;
+use crate::models::{Classifier, Mode};
 
 /// Teacher logits for a batch (inference mode, no gradient), e.g. a closure over a trained model.
 pub type TeacherFn<B> = Arc<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2> + Send + Sync>;
+
+/// `teacher` as a [`TeacherFn`]: its logits in inference mode. Give it a model on the inner
+/// backend (`model.valid()`), so that no graph is built through the teacher.
+pub fn teacher_fn<B: Backend, M: Classifier<B> + Send + Sync + 'static>(
+    teacher: M,
+) -> TeacherFn<B> {
+    Arc::new(move |x| teacher.forward(x, Mode::Eval))
+}
 
 /// A source of target distributions.
 #[derive(Clone)]
@@ -50,6 +59,15 @@ impl<B: Backend> std::fmt::Debug for Labels<B> {
 }
 
 impl<B: Backend> Labels<B> {
+    /// LTD's soft labels from `teacher` at temperature `tau`, the teacher run on each batch
+    /// as [`teacher_fn`] runs it (give it `model.valid()`).
+    pub fn teacher<M: Classifier<B> + Send + Sync + 'static>(teacher: M, tau: f64) -> Self {
+        Labels::Teacher {
+            teacher: teacher_fn(teacher),
+            tau,
+        }
+    }
+
     /// Target distributions `[N, classes]` for images `x` with labels `y`, which are the
     /// training set's images `indices` (only [`Labels::Precomputed`] needs those).
     pub fn targets(

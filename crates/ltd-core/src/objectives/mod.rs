@@ -14,7 +14,7 @@ mod trades;
 
 pub use awp::{Awp, WeightPerturbation};
 pub use bn_order::BnOrder;
-pub use labels::{Labels, TeacherFn};
+pub use labels::{teacher_fn, Labels, TeacherFn};
 pub use madry::Madry;
 pub use natural::Natural;
 pub use teacher_logits::TeacherLogits;

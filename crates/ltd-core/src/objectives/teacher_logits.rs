@@ -42,6 +42,36 @@ impl TeacherLogits {
         })
     }
 
+    /// The logits kept at `path`, or, if there is no such file, `teacher()`'s logits on `data`,
+    /// computed once and written there (atomically). A file of another number of images is
+    /// refused: it belongs to another training set.
+    pub fn cached<B: Backend, M: Classifier<B>, E: From<LtdError>>(
+        path: impl AsRef<Path>,
+        teacher: impl FnOnce() -> std::result::Result<M, E>,
+        data: &Dataset,
+        batch_size: usize,
+        device: &B::Device,
+    ) -> std::result::Result<Self, E> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            let logits = Self::compute(&teacher()?, data, batch_size, device)?;
+            logits.save(path)?;
+            return Ok(logits);
+        }
+        let logits = Self::load(path)?;
+        if logits.len() != data.len() {
+            return Err(LtdError::InvalidInput(format!(
+                "{} holds the logits of {} images but the training set has {}; delete it to \
+                 recompute",
+                path.display(),
+                logits.len(),
+                data.len()
+            ))
+            .into());
+        }
+        Ok(logits)
+    }
+
     /// Rows (images) held.
     pub fn len(&self) -> usize {
         self.values.len() / self.classes

@@ -204,7 +204,8 @@ fn held_out_accuracy<B: AutodiffBackend, M: AttackModel<B>>(
         .with_batch_size(batch_size);
     let attacks: Vec<Box<dyn crate::attacks::Attack<B, M>>> = vec![Box::new(pgd)];
     let range = 0..images.len();
-    let (report, _) =
-        autoattack::run_attacks(&config, &attacks, model, images, range, Default::default())?;
+    let report =
+        autoattack::run_attacks(&config, &attacks, model, images, range, Default::default())?
+            .report;
     Ok((report.clean_accuracy, report.robust_accuracy))
 }

@@ -4,7 +4,7 @@ use burn::tensor::backend::Backend;
 use ltd_data::Dataset;
 use serde::{Deserialize, Serialize};
 
-use super::AutoAttackConfig;
+use super::{AutoAttackConfig, Images};
 use crate::models::Classifier;
 use crate::{LtdError, Result};
 
@@ -26,14 +26,14 @@ pub struct Identity {
 
 impl Identity {
     /// The identity of evaluating `model` on `data` with `config`.
-    pub fn of<B: Backend, M: Classifier<B>>(
+    pub fn of<B: Backend, M: Classifier<B>, I: Images + ?Sized>(
         config: &AutoAttackConfig,
         model: &M,
-        data: &Dataset,
+        data: &I,
     ) -> Result<Self> {
         Ok(Self {
             weights: weights_digest(model)?,
-            data: data_digest(data),
+            data: data.digest(),
             settings: settings_digest(config)?,
         })
     }

@@ -10,13 +10,15 @@
 
 mod config;
 mod identity;
+mod images;
 mod report;
 mod state;
 
 pub use config::{AttackName, AutoAttackConfig, Shard};
 pub use identity::{data_digest, settings_digest, weights_digest, Identity};
+pub use images::{Images, LabelledImages};
 pub(crate) use report::MARKDOWN_HEAD;
-pub use report::{merge, AutoAttackReport, StageReport, FORMAT};
+pub use report::{AutoAttackReport, StageReport, FORMAT};
 pub use state::{adversarial_log_path, save_adversarial};
 
 use std::ops::Range;
@@ -25,22 +27,28 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Int, Tensor};
-use ltd_data::Dataset;
 
 use crate::attacks::{Attack, AttackModel, Inner};
+use crate::eval::outputs::ReportPaths;
 use crate::fs::write_atomic;
 use crate::losses::correct;
 use crate::models::{Classifier, Mode};
-use crate::tensors::{batch_tensors, read_bools, read_floats};
+use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 use state::{load_state, read_adversarial_log, AdversarialLog, Expected, State};
 
-/// Where progress is saved, and what the caller hears as it goes. The default keeps no state
-/// file and reports nothing.
+/// Where progress and the result are saved, and what the caller hears as it goes. The default
+/// keeps no files and reports nothing.
 #[derive(Default)]
 pub struct RunOptions<'a> {
-    /// State file written atomically after every batch; `None` runs without one.
+    /// The JSON report (and its Markdown copy) written when the evaluation finishes; the state
+    /// file then defaults to `<report>.state` and is removed, with its adversarial log, once
+    /// the report is written. With `resume` and no state file, a finished report of the same
+    /// evaluation found there is returned as it is (unless `keep_adversarial` asks for images
+    /// it does not hold).
+    pub report: Option<PathBuf>,
+    /// State file written atomically after every batch; `None` runs without one (unless
+    /// `report` gives one).
     pub state_path: Option<PathBuf>,
     /// Continue from the state file if it exists (it must belong to the same evaluation).
     pub resume: bool,
@@ -54,9 +62,23 @@ pub struct RunOptions<'a> {
 /// Adversarial images found: dataset index and pixels (CHW).
 pub type Adversarial = Vec<(usize, Vec<f32>)>;
 
+/// What a run returns.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The report of the images evaluated.
+    pub report: AutoAttackReport,
+    /// The adversarial examples found, if [`RunOptions::keep_adversarial`] asked for them.
+    pub adversarial: Adversarial,
+    /// Whether the report is a finished one found at [`RunOptions::report`] (nothing was run).
+    pub reused: bool,
+}
+
 impl AutoAttackConfig {
     /// Evaluates `model` on every image of `data` with these settings, without a state file
-    /// or progress reports: the one call most users need.
+    /// or progress reports: the one call most users need. `data` is a [`Dataset`] or
+    /// [`LabelledImages`] made from tensors.
+    ///
+    /// [`Dataset`]: ltd_data::Dataset
     ///
     /// ```no_run
     /// use burn::tensor::backend::AutodiffBackend;
@@ -72,23 +94,23 @@ impl AutoAttackConfig {
     ///     Ok(())
     /// }
     /// ```
-    pub fn evaluate<B: AutodiffBackend, M: AttackModel<B>>(
+    pub fn evaluate<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
         &self,
         model: &M,
-        data: &Dataset,
+        data: &I,
     ) -> Result<AutoAttackReport> {
-        Ok(run(self, model, data, 0..data.len(), RunOptions::default())?.0)
+        Ok(run(self, model, data, 0..data.len(), RunOptions::default())?.report)
     }
 }
 
 /// Runs the configured attacks on `images[range]` (see the module docs for batching).
-pub fn run<B: AutodiffBackend, M: AttackModel<B>>(
+pub fn run<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
     config: &AutoAttackConfig,
     model: &M,
-    images: &Dataset,
+    images: &I,
     range: Range<usize>,
     options: RunOptions<'_>,
-) -> Result<(AutoAttackReport, Adversarial)> {
+) -> Result<Outcome> {
     let attacks: Vec<Box<dyn Attack<B, M>>> = config
         .attacks
         .iter()
@@ -99,15 +121,18 @@ pub fn run<B: AutodiffBackend, M: AttackModel<B>>(
 
 /// [`run`] with any list of attacks (their names come from [`Attack::name`]); `config.attacks`
 /// is recorded in the report but not used to build them.
-pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
+pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
     config: &AutoAttackConfig,
     attacks: &[Box<dyn Attack<B, M>>],
     model: &M,
-    images: &Dataset,
+    images: &I,
     range: Range<usize>,
-    options: RunOptions<'_>,
-) -> Result<(AutoAttackReport, Adversarial)> {
-    check_request(config, &options, images, &range)?;
+    mut options: RunOptions<'_>,
+) -> Result<Outcome> {
+    if options.state_path.is_none() {
+        options.state_path = options.report.as_ref().map(|r| ReportPaths::new(r).state);
+    }
+    check_request(config, &options, images.len(), &range)?;
     let inner = model.valid();
     let device = inner
         .devices()
@@ -115,6 +140,13 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         .next()
         .ok_or_else(|| LtdError::InvalidInput("the model has no parameters".into()))?;
     let identity = Identity::of(config, &inner, images)?;
+    if let Some(report) = finished_report(config, &options, &identity, &range) {
+        return Ok(Outcome {
+            report,
+            adversarial: Vec::new(),
+            reused: true,
+        });
+    }
     let bs = config.batch_size;
     let blocks: Vec<Range<usize>> = (0..range.len().div_ceil(bs))
         .map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end))
@@ -139,7 +171,7 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         .map(|p| adversarial_log_path(p));
     let adversarial = match &log_path {
         Some(path) if state.adversarial_records > 0 => {
-            read_adversarial_log(path, &state, images.shape().len())?
+            read_adversarial_log(path, &state, images.pixels_per_image())?
         }
         _ => Vec::new(),
     };
@@ -147,6 +179,7 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
         Some(path) => Some(AdversarialLog::open(path, &adversarial)?),
         None => None,
     };
+    let report_path = options.report;
     let mut evaluation = Evaluation {
         config,
         model,
@@ -169,14 +202,45 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>>(
     }
     let names = attacks.iter().map(|a| a.name()).collect();
     let report = AutoAttackReport::of_state(state, identity, names);
-    Ok((report, evaluation.adversarial))
+    if let Some(path) = report_path {
+        report.save(&path)?;
+        let files = ReportPaths::new(&path);
+        let _ = std::fs::remove_file(&files.adversarial_log);
+        let _ = std::fs::remove_file(&files.state);
+    }
+    Ok(Outcome {
+        report,
+        adversarial: evaluation.adversarial,
+        reused: false,
+    })
+}
+
+/// The report at [`RunOptions::report`] if resuming there finds a finished evaluation of this
+/// model, these images and these settings and no state file; another evaluation's is redone.
+fn finished_report(
+    config: &AutoAttackConfig,
+    options: &RunOptions<'_>,
+    identity: &Identity,
+    range: &Range<usize>,
+) -> Option<AutoAttackReport> {
+    let path = options.report.as_ref()?;
+    let state_exists = options.state_path.as_ref().is_some_and(|p| p.exists());
+    if !options.resume || state_exists || options.keep_adversarial {
+        return None;
+    }
+    let report = AutoAttackReport::read(path).ok()?;
+    (report.identity == *identity
+        && report.config == *config
+        && report.first_index == range.start
+        && report.n_examples == range.len())
+    .then_some(report)
 }
 
 /// Refuses settings, ranges and state files that cannot start this run.
 fn check_request(
     config: &AutoAttackConfig,
     options: &RunOptions<'_>,
-    images: &Dataset,
+    images: usize,
     range: &Range<usize>,
 ) -> Result<()> {
     config.threat.validate()?;
@@ -195,24 +259,22 @@ fn check_request(
             });
         }
     }
-    if range.end > images.len() || range.start > range.end {
+    if range.end > images || range.start > range.end {
         return Err(LtdError::InvalidInput(format!(
-            "images {}..{} requested but the data set has {}",
-            range.start,
-            range.end,
-            images.len()
+            "images {}..{} requested but the data set has {images}",
+            range.start, range.end,
         )));
     }
     Ok(())
 }
 
 /// One evaluation in progress: what every stage needs besides the [`State`].
-struct Evaluation<'a, 'p, B: AutodiffBackend, M: AttackModel<B>> {
+struct Evaluation<'a, 'p, B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized> {
     config: &'a AutoAttackConfig,
     model: &'a M,
     inner: M::InnerModule,
     device: burn::tensor::Device<Inner<B>>,
-    images: &'a Dataset,
+    images: &'a I,
     range: Range<usize>,
     blocks: Vec<Range<usize>>,
     state_path: Option<PathBuf>,
@@ -222,7 +284,7 @@ struct Evaluation<'a, 'p, B: AutodiffBackend, M: AttackModel<B>> {
     on_progress: Option<&'p mut dyn FnMut(&str, usize, usize)>,
 }
 
-impl<B: AutodiffBackend, M: AttackModel<B>> Evaluation<'_, '_, B, M> {
+impl<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized> Evaluation<'_, '_, B, M, I> {
     fn progress(&mut self, stage: &str, done: usize) {
         let total = self.blocks.len();
         if let Some(on_progress) = &mut self.on_progress {
@@ -247,7 +309,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Evaluation<'_, '_, B, M> {
         let mut mask = Vec::with_capacity(self.range.len());
         for b in 0..self.blocks.len() {
             let indices: Vec<usize> = self.blocks[b].clone().collect();
-            let (x, y) = block_tensors::<Inner<B>>(self.images, &indices, &self.device)?;
+            let (x, y) = self.images.batch::<Inner<B>>(&indices, &self.device)?;
             mask.extend(read_bools(correct(self.inner.forward(x, Mode::Eval), y))?);
             self.progress("clean", b + 1);
         }
@@ -299,7 +361,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Evaluation<'_, '_, B, M> {
         if todo.is_empty() {
             return Ok(());
         }
-        let (x, y) = block_tensors::<Inner<B>>(self.images, &todo, &self.device)?;
+        let (x, y) = self.images.batch::<Inner<B>>(&todo, &self.device)?;
         let global_block = (start / self.config.batch_size + b) as u64;
         let mut rng =
             crate::random::derived(self.config.seed, state.stage as u64 + 1, global_block);
@@ -323,14 +385,6 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Evaluation<'_, '_, B, M> {
         state.adversarial_records = self.adversarial.len();
         Ok(())
     }
-}
-
-fn block_tensors<B: burn::tensor::backend::Backend>(
-    images: &Dataset,
-    indices: &[usize],
-    device: &B::Device,
-) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
-    Ok(batch_tensors::<B>(&images.batch(indices)?, device))
 }
 
 fn fraction(count: usize, n: usize) -> f64 {

@@ -135,7 +135,8 @@ impl AutoAttackReport {
     }
 
     /// Reads and checks ([`AutoAttackReport::validate`]) a JSON report.
-    pub fn read(path: &Path) -> Result<Self> {
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
         Self::from_json(&read_bounded(path)?).map_err(|reason| LtdError::EvaluationFile {
             path: path.into(),
             reason,
@@ -248,70 +249,73 @@ impl AutoAttackReport {
     }
 }
 
-/// Combines shard reports (in any order) into the report of the whole evaluation. Every shard
-/// must pass [`AutoAttackReport::validate`] and come from the same model, data and settings.
-pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
-    for shard in &shards {
-        shard.validate().map_err(|reason| {
-            LtdError::InvalidInput(format!(
-                "the shard report of images {}.. is inconsistent: {reason}",
-                shard.first_index
-            ))
-        })?;
-    }
-    shards.sort_by_key(|r| r.first_index);
-    let first = shards
-        .first()
-        .ok_or_else(|| LtdError::InvalidInput("no reports to merge".into()))?
-        .clone();
-    let mut merged = AutoAttackReport {
-        clean_mask: Vec::new(),
-        robust_mask: Vec::new(),
-        n_examples: 0,
-        clean_seconds: 0.0,
-        ..first.clone()
-    };
-    for stage in &mut merged.stages {
-        stage.robust_count = 0;
-        stage.seconds = 0.0;
-    }
-    for shard in &shards {
-        if let Some(what) = shard.identity.difference(&first.identity) {
-            return Err(LtdError::InvalidInput(format!(
+impl AutoAttackReport {
+    /// Combines shard reports (in any order) into the report of the whole evaluation. Every shard
+    /// must pass [`AutoAttackReport::validate`] and come from the same model, data and settings.
+    pub fn merge(mut shards: Vec<AutoAttackReport>) -> Result<AutoAttackReport> {
+        for shard in &shards {
+            shard.validate().map_err(|reason| {
+                LtdError::InvalidInput(format!(
+                    "the shard report of images {}.. is inconsistent: {reason}",
+                    shard.first_index
+                ))
+            })?;
+        }
+        shards.sort_by_key(|r| r.first_index);
+        let first = shards
+            .first()
+            .ok_or_else(|| LtdError::InvalidInput("no reports to merge".into()))?
+            .clone();
+        let mut merged = AutoAttackReport {
+            clean_mask: Vec::new(),
+            robust_mask: Vec::new(),
+            n_examples: 0,
+            clean_seconds: 0.0,
+            ..first.clone()
+        };
+        for stage in &mut merged.stages {
+            stage.robust_count = 0;
+            stage.seconds = 0.0;
+        }
+        for shard in &shards {
+            if let Some(what) = shard.identity.difference(&first.identity) {
+                return Err(LtdError::InvalidInput(format!(
                 "shard reports come from different evaluations: the shard of images {}.. has {what}",
                 shard.first_index
             )));
-        }
-        let names =
-            |r: &AutoAttackReport| r.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
-        if shard.config != first.config || names(shard) != names(&first) {
-            return Err(LtdError::InvalidInput(
-                "shard reports come from different evaluations (other settings or attacks)".into(),
-            ));
-        }
-        if shard.first_index != merged.first_index + merged.n_examples {
-            return Err(LtdError::InvalidInput(format!(
+            }
+            let names =
+                |r: &AutoAttackReport| r.stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+            if shard.config != first.config || names(shard) != names(&first) {
+                return Err(LtdError::InvalidInput(
+                    "shard reports come from different evaluations (other settings or attacks)"
+                        .into(),
+                ));
+            }
+            if shard.first_index != merged.first_index + merged.n_examples {
+                return Err(LtdError::InvalidInput(format!(
                 "shards do not tile the images: a shard starts at {} but the previous ones end at {}",
                 shard.first_index,
                 merged.first_index + merged.n_examples
             )));
+            }
+            merged.n_examples += shard.n_examples;
+            merged.clean_mask.extend(&shard.clean_mask);
+            merged.robust_mask.extend(&shard.robust_mask);
+            merged.clean_seconds += shard.clean_seconds;
+            for (total, part) in merged.stages.iter_mut().zip(&shard.stages) {
+                total.robust_count += part.robust_count;
+                total.seconds += part.seconds;
+            }
         }
-        merged.n_examples += shard.n_examples;
-        merged.clean_mask.extend(&shard.clean_mask);
-        merged.robust_mask.extend(&shard.robust_mask);
-        merged.clean_seconds += shard.clean_seconds;
-        for (total, part) in merged.stages.iter_mut().zip(&shard.stages) {
-            total.robust_count += part.robust_count;
-            total.seconds += part.seconds;
+        let n = merged.n_examples;
+        for stage in &mut merged.stages {
+            stage.robust_accuracy = fraction(stage.robust_count, n);
         }
+        merged.clean_accuracy = fraction(merged.clean_mask.iter().filter(|c| **c).count(), n);
+        merged.robust_accuracy = fraction(merged.robust_mask.iter().filter(|r| **r).count(), n);
+        Ok(merged)
     }
-    let n = merged.n_examples;
-    for stage in &mut merged.stages {
-        stage.robust_accuracy = fraction(stage.robust_count, n);
-    }
-    merged.clean_accuracy = fraction(merged.clean_mask.iter().filter(|c| **c).count(), n);
-    merged.robust_accuracy = fraction(merged.robust_mask.iter().filter(|r| **r).count(), n);
-    Ok(merged)
 }
 
 /// An image can only stay robust if it was classified correctly to begin with.
