@@ -7,8 +7,14 @@
 //! links and `..` (for a file that does not exist yet, through its nearest existing folder), so
 //! `./a/../model.pt` is the checkpoint `model.pt`.
 
-use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+
+mod probe;
+#[cfg(test)]
+mod tests;
+
+pub use probe::resolve;
+use probe::{is_ours, names_folder, parent, writable};
 
 /// Why an output path is refused.
 #[derive(Debug, thiserror::Error)]
@@ -246,438 +252,98 @@ impl OutputPlan {
             .collect();
         let mut seen: Vec<(String, PathBuf)> = Vec::new();
         for (role, path, kind) in &self.outputs {
-            let refuse_folder = || OutputError::IsFolder {
-                role: role.clone(),
-                path: path.clone(),
-            };
-            if *kind != OutputKind::Folder && names_folder(path) {
-                return Err(refuse_folder());
-            }
-            let metadata = std::fs::symlink_metadata(path).ok();
-            if metadata
-                .as_ref()
-                .is_some_and(|m| m.file_type().is_symlink())
-            {
-                return Err(OutputError::Symlink {
-                    role: role.clone(),
-                    path: path.clone(),
-                });
-            }
-            let resolved = resolve(path);
-            if let Some((input, _)) = inputs.iter().find(|(_, p)| *p == resolved) {
-                return Err(OutputError::IsInput {
-                    role: role.clone(),
-                    path: path.clone(),
-                    input: input.clone(),
-                });
-            }
-            if let Some((other, _)) = seen.iter().find(|(_, p)| *p == resolved) {
-                return Err(OutputError::Collides {
-                    role: role.clone(),
-                    path: path.clone(),
-                    other: other.clone(),
-                });
-            }
-            seen.push((role.clone(), resolved));
-            match (&metadata, kind) {
-                (Some(m), OutputKind::Folder) if !m.is_dir() => {
-                    return Err(OutputError::NotFolder {
-                        role: role.clone(),
-                        path: path.clone(),
-                    })
-                }
-                (Some(m), k) if *k != OutputKind::Folder && m.is_dir() => {
-                    return Err(refuse_folder())
-                }
-                (Some(m), OutputKind::State) if m.is_file() && !self.resume => {
-                    return Err(OutputError::Unfinished { path: path.clone() })
-                }
-                (Some(m), k) if m.is_file() && !is_ours(path, *k, &self.outputs) => {
-                    return Err(OutputError::Unrelated {
-                        role: role.clone(),
-                        path: path.clone(),
-                        kind: k.description(),
-                    })
-                }
-                _ => {}
-            }
-            let folder = match kind {
-                OutputKind::Folder => path.as_path(),
-                _ => parent(path),
-            };
-            writable(folder).map_err(|reason| OutputError::NotWritable {
-                role: role.clone(),
-                path: path.clone(),
-                folder: folder.into(),
-                reason,
-            })?;
+            self.check_output(role, path, *kind, &inputs, &mut seen)?;
         }
         Ok(())
     }
-}
 
-/// Whether the path is written as a folder: it ends in a separator, `.` or `..`.
-fn names_folder(path: &Path) -> bool {
-    let text = path.as_os_str().to_string_lossy();
-    text.is_empty()
-        || text.ends_with(std::path::MAIN_SEPARATOR)
-        || text.ends_with('/')
-        || matches!(
-            path.components().next_back(),
-            Some(Component::CurDir | Component::ParentDir | Component::RootDir)
-        )
-}
-
-/// The folder a file goes to (`.` for a bare name).
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// The absolute path with links and `..` resolved through its nearest existing ancestor; the
-/// rest (not yet created) is appended as written, `..` popping a component.
-pub fn resolve(path: &Path) -> PathBuf {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    };
-    let mut existing = absolute.as_path();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = existing.canonicalize() {
-            let mut out = real;
-            for part in rest.iter().rev() {
-                match part {
-                    Component::ParentDir => {
-                        out.pop();
-                    }
-                    Component::CurDir => {}
-                    other => out.push(other.as_os_str()),
-                }
-            }
-            return out;
+    /// The checks of one output, in [`OutputPlan::check`]'s order; `inputs` are resolved, and
+    /// `seen` holds the resolved outputs checked before it (this one is added).
+    fn check_output(
+        &self,
+        role: &str,
+        path: &Path,
+        kind: OutputKind,
+        inputs: &[(String, PathBuf)],
+        seen: &mut Vec<(String, PathBuf)>,
+    ) -> Result<(), OutputError> {
+        if kind != OutputKind::Folder && names_folder(path) {
+            return Err(OutputError::IsFolder {
+                role: role.into(),
+                path: path.into(),
+            });
         }
-        match (existing.parent(), existing.components().next_back()) {
-            (Some(up), Some(last)) => {
-                rest.push(last);
-                existing = up;
-            }
-            _ => return absolute,
-        }
-    }
-}
-
-/// Whether the folder exists, or its nearest existing ancestor is a folder, and a file can be
-/// created there (tried with a temporary file, removed at once).
-fn writable(folder: &Path) -> Result<(), String> {
-    let mut probe = folder;
-    loop {
-        match std::fs::metadata(probe) {
-            Ok(m) if m.is_dir() => break,
-            Ok(_) => return Err(format!("{} is not a folder", probe.display())),
-            Err(_) => match probe.parent() {
-                Some(up) if !up.as_os_str().is_empty() => probe = up,
-                _ => {
-                    probe = Path::new(".");
-                    break;
-                }
-            },
-        }
-    }
-    tempfile::Builder::new()
-        .prefix(".ltd-write-check.")
-        .tempfile_in(probe)
-        .map(drop)
-        .map_err(|e| e.to_string())
-}
-
-/// Whether an existing file at `path` is one this kind of output may replace.
-fn is_ours(path: &Path, kind: OutputKind, outputs: &[(String, PathBuf, OutputKind)]) -> bool {
-    match kind {
-        OutputKind::Report => json_with_keys(path, &["config", "clean_mask", "robust_mask"]),
-        OutputKind::State => json_with_keys(path, &["config", "range", "robust_mask"]),
-        OutputKind::Markdown => {
-            read_prefix(path, 64).is_some_and(|b| b.starts_with(super::autoattack::MARKDOWN_HEAD))
-        }
-        OutputKind::AdversarialLog => {
-            // The log belongs to the state beside it: ours if that state is.
-            outputs.iter().any(|(_, p, k)| {
-                *k == OutputKind::State
-                    && super::autoattack::adversarial_log_path(p) == path
-                    && json_with_keys(p, &["config", "range", "robust_mask"])
-            })
-        }
-        OutputKind::Safetensors => is_safetensors(path),
-        OutputKind::Folder => true,
-    }
-}
-
-/// At most `limit` bytes from the start of the file.
-fn read_prefix(path: &Path, limit: u64) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(limit)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(bytes)
-}
-
-/// Largest report or state file recognised as ours (a 50,000-image report is about 1 MB).
-const LARGEST_JSON: u64 = 256 << 20;
-
-/// Whether the file is a JSON object holding every key in `keys`.
-fn json_with_keys(path: &Path, keys: &[&str]) -> bool {
-    let Some(bytes) = read_prefix(path, LARGEST_JSON + 1) else {
-        return false;
-    };
-    if bytes.len() as u64 > LARGEST_JSON {
-        return false;
-    }
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(map)) => keys.iter().all(|k| map.contains_key(*k)),
-        _ => false,
-    }
-}
-
-/// Whether the file starts with a safetensors header (length, then a JSON object that fits).
-fn is_safetensors(path: &Path) -> bool {
-    let Ok(length) = std::fs::metadata(path).map(|m| m.len()) else {
-        return false;
-    };
-    let Some(head) = read_prefix(path, 8) else {
-        return false;
-    };
-    let Ok(word) = <[u8; 8]>::try_from(head.as_slice()) else {
-        return false;
-    };
-    let header = u64::from_le_bytes(word);
-    if header == 0 || header > 100 << 20 || 8 + header > length {
-        return false;
-    }
-    let Some(bytes) = read_prefix(path, 8 + header) else {
-        return false;
-    };
-    matches!(
-        serde_json::from_slice::<serde_json::Value>(&bytes[8..]),
-        Ok(serde_json::Value::Object(_))
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan_error(build: impl FnOnce(&mut OutputPlan)) -> String {
-        let mut plan = OutputPlan::new();
-        build(&mut plan);
-        let error = plan.check().expect_err("the plan should be refused");
-        let text = error.to_string();
-        assert!(!text.contains('\n'), "{text}");
-        text
-    }
-
-    #[test]
-    fn a_fresh_report_in_a_new_folder_is_fine() {
-        let dir = tempfile::tempdir().unwrap();
-        let checkpoint = dir.path().join("model.safetensors");
-        std::fs::write(&checkpoint, b"weights").unwrap();
-        let mut plan = OutputPlan::new();
-        plan.input("checkpoint", &checkpoint)
-            .report("--report", &dir.path().join("new/deeper/report.json"), true)
-            .output(
-                "--save-adversarial",
-                dir.path().join("adv.safetensors"),
-                OutputKind::Safetensors,
-            );
-        plan.check().unwrap();
-        assert!(!dir.path().join("new").exists(), "checking creates nothing");
-    }
-
-    #[test]
-    fn the_report_may_not_be_an_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let checkpoint = dir.path().join("model.pt");
-        std::fs::write(&checkpoint, b"weights").unwrap();
-        std::fs::create_dir(dir.path().join("sub")).unwrap();
-        // The same file through `..`.
-        let sneaky = dir.path().join("sub/../model.pt");
-        let text = plan_error(|p| {
-            p.input("checkpoint", &checkpoint)
-                .report("--report", &sneaky, true);
-        });
-        assert!(text.contains("is the checkpoint this run reads"), "{text}");
-        // The data folder, and its files.
-        let data = dir.path().join("cifar");
-        std::fs::create_dir(&data).unwrap();
-        let text = plan_error(|p| {
-            p.input("data", &data).report("--report", &data, true);
-        });
-        assert!(
-            text.contains("is a folder") || text.contains("data"),
-            "{text}"
-        );
-        let text = plan_error(|p| {
-            p.input("checkpoint", &checkpoint).output(
-                "--save-adversarial",
-                &checkpoint,
-                OutputKind::Safetensors,
-            );
-        });
-        assert!(text.contains("is the checkpoint"), "{text}");
-    }
-
-    #[test]
-    fn folders_and_folder_names_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", dir.path(), true);
-        });
-        assert!(text.contains("is a folder"), "{text}");
-        let slash = PathBuf::from(format!("{}/missing/", dir.path().display()));
-        let text = plan_error(|p| {
-            p.report("--report", &slash, true);
-        });
-        assert!(text.contains("is a folder"), "{text}");
-        // A folder where a derived file goes.
-        std::fs::create_dir(dir.path().join("r.json.state")).unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &dir.path().join("r.json"), true);
-        });
-        assert!(text.contains("the state file of --report"), "{text}");
-    }
-
-    #[test]
-    fn unrelated_existing_files_are_not_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let readme = dir.path().join("README.json");
-        std::fs::write(&readme, br#"{"name": "not a report"}"#).unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &readme, true);
-        });
-        assert!(text.contains("is not an AutoAttack report"), "{text}");
-        // An unfinished evaluation is continued only when asked.
-        let state = dir.path().join("report.json.state");
-        std::fs::write(
-            &state,
-            br#"{"config": {}, "range": [0, 1], "robust_mask": []}"#,
-        )
-        .unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &dir.path().join("report.json"), true);
-        });
-        assert!(text.contains("pass --resume"), "{text}");
-        OutputPlan::new()
-            .resuming(true)
-            .report("--report", &dir.path().join("report.json"), true)
-            .check()
-            .unwrap();
-        std::fs::remove_file(&state).unwrap();
-        // Our own earlier report may be replaced, but not an unrelated Markdown file beside it.
-        let report = dir.path().join("report.json");
-        std::fs::write(
-            &report,
-            br#"{"config": {}, "clean_mask": [], "robust_mask": []}"#,
-        )
-        .unwrap();
-        OutputPlan::new()
-            .report("--report", &report, true)
-            .check()
-            .unwrap();
-        std::fs::write(dir.path().join("report.md"), b"# My notes\n").unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &report, true);
-        });
-        assert!(text.contains("the Markdown copy of --report"), "{text}");
-        let notes = dir.path().join("notes.txt");
-        std::fs::write(&notes, b"notes").unwrap();
-        let text = plan_error(|p| {
-            p.output("--save-adversarial", &notes, OutputKind::Safetensors);
-        });
-        assert!(text.contains("is not a safetensors file"), "{text}");
-        // A leftover log with no state beside it is not ours either.
-        std::fs::remove_file(dir.path().join("report.md")).unwrap();
-        std::fs::write(dir.path().join("report.json.state.adv"), b"precious").unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &report, true);
-        });
-        assert!(text.contains("adversarial log"), "{text}");
-    }
-
-    #[test]
-    fn a_markdown_report_path_and_colliding_outputs_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &dir.path().join("out.md"), true);
-        });
-        assert!(text.contains("ends in .md"), "{text}");
-        let text = plan_error(|p| {
-            p.report("--report", &dir.path().join("r.json"), true)
-                .output(
-                    "--save-adversarial",
-                    dir.path().join("r.md"),
-                    OutputKind::Safetensors,
-                );
-        });
-        assert!(text.contains("is also the Markdown copy"), "{text}");
-    }
-
-    #[test]
-    fn an_unwritable_or_impossible_folder_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"x").unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &file.join("report.json"), true);
-        });
-        assert!(text.contains("is not a folder"), "{text}");
-        #[cfg(unix)]
+        let metadata = std::fs::symlink_metadata(path).ok();
+        if metadata
+            .as_ref()
+            .is_some_and(|m| m.file_type().is_symlink())
         {
-            use std::os::unix::fs::PermissionsExt;
-            let locked = dir.path().join("locked");
-            std::fs::create_dir(&locked).unwrap();
-            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).unwrap();
-            // Root writes anywhere: only check where permissions hold.
-            if tempfile::tempfile_in(&locked).is_err() {
-                let text = plan_error(|p| {
-                    p.report("--report", &locked.join("report.json"), true);
-                });
-                assert!(text.contains("cannot write in"), "{text}");
-            }
+            return Err(OutputError::Symlink {
+                role: role.into(),
+                path: path.into(),
+            });
         }
+        let resolved = resolve(path);
+        if let Some((input, _)) = inputs.iter().find(|(_, p)| *p == resolved) {
+            return Err(OutputError::IsInput {
+                role: role.into(),
+                path: path.into(),
+                input: input.clone(),
+            });
+        }
+        if let Some((other, _)) = seen.iter().find(|(_, p)| *p == resolved) {
+            return Err(OutputError::Collides {
+                role: role.into(),
+                path: path.into(),
+                other: other.clone(),
+            });
+        }
+        seen.push((role.into(), resolved));
+        if let Some(metadata) = &metadata {
+            self.check_existing(role, path, kind, metadata)?;
+        }
+        let folder = match kind {
+            OutputKind::Folder => path,
+            _ => parent(path),
+        };
+        writable(folder).map_err(|reason| OutputError::NotWritable {
+            role: role.into(),
+            path: path.into(),
+            folder: folder.into(),
+            reason,
+        })
     }
 
-    #[cfg(unix)]
-    #[test]
-    fn a_symlinked_output_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, b"precious").unwrap();
-        let link = dir.path().join("report.json.state.adv");
-        std::os::unix::fs::symlink(&victim, &link).unwrap();
-        let text = plan_error(|p| {
-            p.report("--report", &dir.path().join("report.json"), true);
-        });
-        assert!(text.contains("symbolic link"), "{text}");
-    }
-
-    #[test]
-    fn folder_outputs_must_be_folders() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"x").unwrap();
-        let text = plan_error(|p| {
-            p.output("--out", &file, OutputKind::Folder);
-        });
-        assert!(text.contains("is not a folder"), "{text}");
-        OutputPlan::new()
-            .output("--out", dir.path(), OutputKind::Folder)
-            .check()
-            .unwrap();
+    /// What may stand at an output's path already: a folder for a folder output, else a file
+    /// of the output's kind, and a state file only when resuming.
+    fn check_existing(
+        &self,
+        role: &str,
+        path: &Path,
+        kind: OutputKind,
+        metadata: &std::fs::Metadata,
+    ) -> Result<(), OutputError> {
+        let error = match kind {
+            OutputKind::Folder if !metadata.is_dir() => OutputError::NotFolder {
+                role: role.into(),
+                path: path.into(),
+            },
+            _ if kind != OutputKind::Folder && metadata.is_dir() => OutputError::IsFolder {
+                role: role.into(),
+                path: path.into(),
+            },
+            OutputKind::State if metadata.is_file() && !self.resume => {
+                OutputError::Unfinished { path: path.into() }
+            }
+            _ if metadata.is_file() && !is_ours(path, kind, &self.outputs) => {
+                OutputError::Unrelated {
+                    role: role.into(),
+                    path: path.into(),
+                    kind: kind.description(),
+                }
+            }
+            _ => return Ok(()),
+        };
+        Err(error)
     }
 }
