@@ -222,9 +222,6 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
     objective: Objective<B>,
     rng: &mut ChaCha8Rng,
 ) -> Result<(Tensor<Inner<B>, 4>, Vec<bool>)> {
-    let n = x.dims()[0];
-    let device = x.device();
-    let eps = threat.eps;
     let labels = Tensor::<B, 1, Int>::from_inner(y.clone());
     let evaluate = |x_adv: Tensor<Inner<B>, 4>| {
         let labels = labels.clone();
@@ -235,10 +232,33 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
         })
     };
 
-    // Start: x + ε·t/‖t‖ with t uniform in [−1, 1] (L∞) or standard normal (L2), clipped.
+    let x_adv = random_start(threat, &x, rng);
+    let (logits, loss, grad) = evaluate(x_adv.clone());
+    let mut run = Run::new(threat, iterations, x_adv, logits, loss, grad, &y)?;
+    for i in 0..iterations {
+        run.step(threat, &x, i);
+        let (logits, loss, grad) = evaluate(run.x_adv.clone());
+        run.record(i, logits, loss, grad, &y)?;
+        run.since_check += 1;
+        if run.since_check == run.k {
+            run.checkpoint(i, iterations, rho);
+        }
+    }
+    let fooled = run.correct.iter().map(|c| !c).collect();
+    Ok((run.x_best_adv, fooled))
+}
+
+/// The start of a run: `x + ε·t/‖t‖` with t uniform in [−1, 1] (L∞) or standard normal (L2),
+/// clipped to [0, 1].
+fn random_start<B: Backend>(
+    threat: &ThreatModel,
+    x: &Tensor<B, 4>,
+    rng: &mut ChaCha8Rng,
+) -> Tensor<B, 4> {
+    let device = x.device();
     let t = match threat.norm {
-        Norm::Linf => crate::random::uniform::<Inner<B>, 4>(rng, x.dims(), -1.0, 1.0, &device),
-        Norm::L2 => crate::random::normal::<Inner<B>, 4>(rng, x.dims(), &device),
+        Norm::Linf => crate::random::uniform::<B, 4>(rng, x.dims(), -1.0, 1.0, &device),
+        Norm::L2 => crate::random::normal::<B, 4>(rng, x.dims(), &device),
     };
     let t_norm = match threat.norm {
         Norm::Linf => t
@@ -249,93 +269,165 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
             .squeeze_dim::<1>(1),
         Norm::L2 => l2_norms(t.clone()),
     };
-    let mut x_adv = x
-        .clone()
-        .add(t.mul_scalar(eps).div(t_norm.reshape([-1, 1, 1, 1])))
-        .clamp(0.0, 1.0);
-    let mut x_best = x_adv.clone();
-    let mut x_best_adv = x_adv.clone();
-    let (logits, loss, mut grad) = evaluate(x_adv.clone());
-    let mut grad_best = grad.clone();
-    let mut correct = read_bools(crate::losses::correct(logits, y.clone()))?;
-    let mut loss_best = read_floats(loss)?;
+    x.clone()
+        .add(t.mul_scalar(threat.eps).div(t_norm.reshape([-1, 1, 1, 1])))
+        .clamp(0.0, 1.0)
+}
 
-    let schedule = Schedule::new(iterations);
-    let mut step = vec![2.0 * eps as f32; n];
-    let mut x_adv_old = x_adv.clone();
-    let mut k = schedule.first;
-    let mut since_check = 0;
-    let mut loss_best_last_check = loss_best.clone();
-    let mut reduced_last_check = vec![true; n];
-    // The reference reads the row before the first iteration as the last row of a zeroed
-    // history: keep that quirk so step-size decisions match.
-    let mut loss_steps = vec![vec![0.0f32; n]; iterations.max(1)];
+/// What an APGD run carries from one iteration to the next: the iterates, the best points and
+/// the step-size schedule's bookkeeping, per image.
+struct Run<B: Backend> {
+    x_adv: Tensor<B, 4>,
+    x_adv_old: Tensor<B, 4>,
+    /// The highest-loss point so far, where a halving of the step restarts.
+    x_best: Tensor<B, 4>,
+    /// The last misclassified iterate (the start while there is none).
+    x_best_adv: Tensor<B, 4>,
+    grad: Tensor<B, 4>,
+    grad_best: Tensor<B, 4>,
+    /// Still classified correctly at every iterate so far.
+    correct: Vec<bool>,
+    loss_best: Vec<f32>,
+    step: Vec<f32>,
+    schedule: Schedule,
+    /// Iterations between the last checkpoint and the next.
+    k: usize,
+    since_check: usize,
+    loss_best_last_check: Vec<f32>,
+    reduced_last_check: Vec<bool>,
+    /// The loss of every iteration, by iteration.
+    loss_steps: Vec<Vec<f32>>,
+}
 
-    for i in 0..iterations {
-        let momentum_delta = x_adv.clone().sub(x_adv_old);
-        x_adv_old = x_adv.clone();
+impl<B: Backend> Run<B> {
+    /// The state at the start `x_adv`, given the model's logits, loss and gradient there.
+    fn new(
+        threat: &ThreatModel,
+        iterations: usize,
+        x_adv: Tensor<B, 4>,
+        logits: Tensor<B, 2>,
+        loss: Tensor<B, 1>,
+        grad: Tensor<B, 4>,
+        y: &Tensor<B, 1, Int>,
+    ) -> Result<Self> {
+        let n = x_adv.dims()[0];
+        let correct = read_bools(crate::losses::correct(logits, y.clone()))?;
+        let loss_best = read_floats(loss)?;
+        let schedule = Schedule::new(iterations);
+        Ok(Self {
+            x_adv_old: x_adv.clone(),
+            x_best: x_adv.clone(),
+            x_best_adv: x_adv.clone(),
+            x_adv,
+            grad_best: grad.clone(),
+            grad,
+            correct,
+            step: vec![2.0 * threat.eps as f32; n],
+            k: schedule.first,
+            schedule,
+            since_check: 0,
+            loss_best_last_check: loss_best.clone(),
+            loss_best,
+            reduced_last_check: vec![true; n],
+            // The reference reads the row before the first iteration as the last row of a
+            // zeroed history: keep that quirk so step-size decisions match.
+            loss_steps: vec![vec![0.0f32; n]; iterations.max(1)],
+        })
+    }
+
+    /// Iteration `i`'s move: a gradient step projected onto the threat model, mixed with the
+    /// previous move (momentum 0.75 after the first iteration) and projected again.
+    fn step(&mut self, threat: &ThreatModel, x: &Tensor<B, 4>, i: usize) {
+        let device = x.device();
+        let momentum_delta = self.x_adv.clone().sub(self.x_adv_old.clone());
+        self.x_adv_old = self.x_adv.clone();
         let a = if i > 0 { 0.75 } else { 1.0 };
-        let eta = per_image::<Inner<B>>(&step, &device);
+        let eta = per_image::<B>(&self.step, &device);
         let z = threat.project(
-            x_adv
+            self.x_adv
                 .clone()
-                .add(step_direction(threat.norm, grad).mul(eta)),
+                .add(step_direction(threat.norm, self.grad.clone()).mul(eta)),
             x.clone(),
         );
-        let mixed = x_adv
+        let mixed = self
+            .x_adv
             .clone()
-            .add(z.sub(x_adv.clone()).mul_scalar(a))
+            .add(z.sub(self.x_adv.clone()).mul_scalar(a))
             .add(momentum_delta.mul_scalar(1.0 - a));
-        x_adv = threat.project(mixed, x.clone());
+        self.x_adv = threat.project(mixed, x.clone());
+    }
 
-        let (logits, loss, new_grad) = evaluate(x_adv.clone());
-        grad = new_grad;
+    /// Takes in the logits, loss and gradient at the new iterate: which images it fools, and
+    /// which it raises to their highest loss so far.
+    fn record(
+        &mut self,
+        i: usize,
+        logits: Tensor<B, 2>,
+        loss: Tensor<B, 1>,
+        grad: Tensor<B, 4>,
+        y: &Tensor<B, 1, Int>,
+    ) -> Result<()> {
+        self.grad = grad;
         let predicted_correct = read_bools(crate::losses::correct(logits, y.clone()))?;
         let misclassified_now: Vec<bool> = predicted_correct.iter().map(|c| !c).collect();
-        for (c, p) in correct.iter_mut().zip(&predicted_correct) {
+        for (c, p) in self.correct.iter_mut().zip(&predicted_correct) {
             *c = *c && *p;
         }
-        x_best_adv = where_rows(&misclassified_now, x_adv.clone(), x_best_adv);
+        self.x_best_adv = where_rows(
+            &misclassified_now,
+            self.x_adv.clone(),
+            self.x_best_adv.clone(),
+        );
 
         let loss = read_floats(loss)?;
-        let improved: Vec<bool> = loss.iter().zip(&loss_best).map(|(l, b)| l > b).collect();
-        x_best = where_rows(&improved, x_adv.clone(), x_best);
-        grad_best = where_rows(&improved, grad.clone(), grad_best);
-        for j in 0..n {
+        let improved: Vec<bool> = loss
+            .iter()
+            .zip(&self.loss_best)
+            .map(|(l, b)| l > b)
+            .collect();
+        self.x_best = where_rows(&improved, self.x_adv.clone(), self.x_best.clone());
+        self.grad_best = where_rows(&improved, self.grad.clone(), self.grad_best.clone());
+        for j in 0..loss.len() {
             if improved[j] {
-                loss_best[j] = loss[j];
+                self.loss_best[j] = loss[j];
             }
         }
-        loss_steps[i] = loss;
+        self.loss_steps[i] = loss;
+        Ok(())
+    }
 
-        since_check += 1;
-        if since_check == k {
-            let mut halve = vec![false; n];
-            for j in 0..n {
+    /// The checkpoint after iteration `i`: halve the step of the images whose loss oscillated
+    /// (rose in at most ρ of the last k steps) or stalled since the last checkpoint, and move
+    /// them back to their best point.
+    fn checkpoint(&mut self, i: usize, iterations: usize, rho: f64) {
+        let k = self.k;
+        let halve: Vec<bool> = (0..self.step.len())
+            .map(|j| {
                 let increases = (0..k)
                     .filter(|&c| {
                         let prev =
                             (i as isize - c as isize - 1).rem_euclid(iterations as isize) as usize;
-                        loss_steps[i - c][j] > loss_steps[prev][j]
+                        self.loss_steps[i - c][j] > self.loss_steps[prev][j]
                     })
                     .count();
                 let oscillating = increases as f64 <= k as f64 * rho;
-                let stalled = !reduced_last_check[j] && loss_best_last_check[j] >= loss_best[j];
-                halve[j] = oscillating || stalled;
+                let stalled = !self.reduced_last_check[j]
+                    && self.loss_best_last_check[j] >= self.loss_best[j];
+                oscillating || stalled
+            })
+            .collect();
+        for (step, &halve) in self.step.iter_mut().zip(&halve) {
+            if halve {
+                *step /= 2.0;
             }
-            for j in 0..n {
-                if halve[j] {
-                    step[j] /= 2.0;
-                }
-            }
-            x_adv = where_rows(&halve, x_best.clone(), x_adv);
-            grad = where_rows(&halve, grad_best.clone(), grad);
-            reduced_last_check = halve;
-            loss_best_last_check = loss_best.clone();
-            k = k.saturating_sub(schedule.decrease).max(schedule.min);
-            since_check = 0;
         }
+        self.x_adv = where_rows(&halve, self.x_best.clone(), self.x_adv.clone());
+        self.grad = where_rows(&halve, self.grad_best.clone(), self.grad.clone());
+        self.reduced_last_check = halve;
+        self.loss_best_last_check = self.loss_best.clone();
+        self.k = k
+            .saturating_sub(self.schedule.decrease)
+            .max(self.schedule.min);
+        self.since_check = 0;
     }
-    let fooled = correct.iter().map(|c| !c).collect();
-    Ok((x_best_adv, fooled))
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use ltd_data::{Dataset, Loader, LoaderConfig};
 use serde::{Deserialize, Serialize};
@@ -87,89 +88,181 @@ pub fn fit<B, M, O>(
     test: &Dataset,
     config: &FitConfig,
     device: &B::Device,
-    io: FitIo<'_>,
+    mut io: FitIo<'_>,
 ) -> Result<(M, FitOutcome)>
 where
     B: AutodiffBackend,
     M: AttackModel<B>,
     O: Objective<B, M>,
 {
-    let run = serde_json::to_value(config).map_err(|e| LtdError::InvalidConfig(e.to_string()))?;
-    let loader = Loader::new(
-        train.clone(),
-        LoaderConfig {
-            batch_size: config.batch_size,
-            seed: config.seed,
-            ..Default::default()
-        },
-    )?;
-    let mut optimizer = config.sgd.init::<B, M>();
-    let (mut model, mut epoch, mut skip, mut stats) = (model, 0, 0, EpochStats::default());
-    if let Some(checkpoint) = io.checkpoint.as_ref().filter(|c| io.resume && c.exists()) {
-        let (m, o, meta) = checkpoint.load(model, optimizer, &run, device)?;
-        (model, optimizer) = (m, o);
-        epoch = meta.next_epoch;
-        skip = meta.next_batch;
-        stats = meta.partial;
-    }
-    let save =
-        |model: &M, optimizer: &_, next_epoch, next_batch, partial: &EpochStats| -> Result<()> {
-            match &io.checkpoint {
-                Some(c) => c.save::<B, M, _>(
-                    model,
-                    optimizer,
-                    &CheckpointMeta {
-                        next_epoch,
-                        next_batch,
-                        partial: partial.clone(),
-                        run: run.clone(),
-                    },
-                ),
-                None => Ok(()),
-            }
-        };
+    let setup = Setup::<B, O> {
+        run: serde_json::to_value(config).map_err(|e| LtdError::InvalidConfig(e.to_string()))?,
+        loader: Loader::new(
+            train.clone(),
+            LoaderConfig {
+                batch_size: config.batch_size,
+                seed: config.seed,
+                ..Default::default()
+            },
+        )?,
+        objective,
+        config,
+        device,
+    };
+    let (mut model, mut optimizer, mut at) = setup.resume(model, config.sgd.init::<B, M>(), &io)?;
     let held_out = test.take(config.eval_images.min(test.len()));
-    let (on_batch, on_epoch) = (io.on_batch, io.on_epoch);
+    while at.epoch < config.epochs {
+        let stopped;
+        (model, stopped) = setup.train_epoch(model, &mut optimizer, &mut at, &mut io)?;
+        if stopped {
+            return Ok((model, FitOutcome::Stopped));
+        }
+        setup.end_epoch(&model, &held_out, &at, &mut io)?;
+        at = Position {
+            epoch: at.epoch + 1,
+            batch: 0,
+            stats: EpochStats::default(),
+        };
+        setup.save(&io, &model, &optimizer, &at)?;
+    }
+    Ok((model, FitOutcome::Finished))
+}
 
-    while epoch < config.epochs {
+/// Where a run stands, as a checkpoint records it: the epoch under way, its batches already
+/// done, and their statistics.
+struct Position {
+    epoch: usize,
+    batch: usize,
+    stats: EpochStats,
+}
+
+/// What stays fixed over the epochs of a run.
+struct Setup<'a, B: AutodiffBackend, O> {
+    /// The settings as checkpoints record them, to refuse resuming a different run.
+    run: serde_json::Value,
+    loader: Loader,
+    objective: &'a O,
+    config: &'a FitConfig,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend, O> Setup<'_, B, O> {
+    /// The model, optimizer and position to start from: the checkpoint's when resuming one
+    /// that exists, else the ones given at the start of the first epoch.
+    fn resume<M, Opt>(&self, model: M, optimizer: Opt, io: &FitIo<'_>) -> Result<(M, Opt, Position)>
+    where
+        M: AttackModel<B>,
+        Opt: Optimizer<M, B>,
+    {
+        let start = Position {
+            epoch: 0,
+            batch: 0,
+            stats: EpochStats::default(),
+        };
+        match io.checkpoint.as_ref().filter(|c| io.resume && c.exists()) {
+            Some(checkpoint) => {
+                let (model, optimizer, meta) =
+                    checkpoint.load(model, optimizer, &self.run, self.device)?;
+                let at = Position {
+                    epoch: meta.next_epoch,
+                    batch: meta.next_batch,
+                    stats: meta.partial,
+                };
+                Ok((model, optimizer, at))
+            }
+            None => Ok((model, optimizer, start)),
+        }
+    }
+
+    /// Checkpoints the run at `at`, if it keeps a checkpoint.
+    fn save<M, Opt>(&self, io: &FitIo<'_>, model: &M, optimizer: &Opt, at: &Position) -> Result<()>
+    where
+        M: AttackModel<B>,
+        Opt: Optimizer<M, B>,
+    {
+        match &io.checkpoint {
+            Some(c) => c.save::<B, M, _>(
+                model,
+                optimizer,
+                &CheckpointMeta {
+                    next_epoch: at.epoch,
+                    next_batch: at.batch,
+                    partial: at.stats.clone(),
+                    run: self.run.clone(),
+                },
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// The batches of epoch `at.epoch` from `at.batch` on, each with randomness derived from
+    /// `(seed, epoch, batch)`; `true` with the model if a stop was requested (and checkpointed).
+    fn train_epoch<M, Opt>(
+        &self,
+        mut model: M,
+        optimizer: &mut Opt,
+        at: &mut Position,
+        io: &mut FitIo<'_>,
+    ) -> Result<(M, bool)>
+    where
+        M: AttackModel<B>,
+        O: Objective<B, M>,
+        Opt: Optimizer<M, B>,
+    {
+        let (config, epoch) = (self.config, at.epoch);
         let lr = config.schedule.lr(epoch);
         let awp = config.awp.as_ref().filter(|a| a.active(epoch));
-        let start = Instant::now() - std::time::Duration::from_secs_f64(stats.seconds);
-        stats.lr = lr;
-        for (b, batch) in loader.epoch(epoch as u64).enumerate().skip(skip) {
+        let start = Instant::now() - std::time::Duration::from_secs_f64(at.stats.seconds);
+        at.stats.lr = lr;
+        let batches = self.loader.epoch(epoch as u64).enumerate().skip(at.batch);
+        for (b, batch) in batches {
             let mut rng = crate::random::derived(config.seed, 1 + epoch as u64, b as u64);
             let (trained, loss, hits) = train_step(
                 model,
-                &mut optimizer,
-                objective,
+                optimizer,
+                self.objective,
                 awp,
                 &batch,
                 lr,
                 &mut rng,
-                device,
+                self.device,
             )
             .map_err(|e| match e {
                 LtdError::NonFiniteLoss { loss, .. } => LtdError::NonFiniteLoss { step: b, loss },
                 other => other,
             })?;
             model = trained;
-            stats.add(loss, hits, batch.len());
-            stats.seconds = start.elapsed().as_secs_f64();
-            on_batch(epoch, &stats, loader.batches_per_epoch());
+            at.stats.add(loss, hits, batch.len());
+            at.stats.seconds = start.elapsed().as_secs_f64();
+            (io.on_batch)(epoch, &at.stats, self.loader.batches_per_epoch());
             if io.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
-                save(&model, &optimizer, epoch, b + 1, &stats)?;
-                return Ok((model, FitOutcome::Stopped));
+                at.batch = b + 1;
+                self.save(io, &model, optimizer, at)?;
+                return Ok((model, true));
             }
         }
+        Ok((model, false))
+    }
+
+    /// The end of the epoch at `at`: its held-out accuracy, its line in the log, and
+    /// `on_epoch`.
+    fn end_epoch<M: AttackModel<B>>(
+        &self,
+        model: &M,
+        held_out: &Dataset,
+        at: &Position,
+        io: &mut FitIo<'_>,
+    ) -> Result<()> {
         let (natural_accuracy, pgd20_accuracy) = if held_out.is_empty() {
             (None, None)
         } else {
-            let (clean, robust) = held_out_accuracy::<B, M>(&model, &held_out, config.batch_size)?;
+            let (clean, robust) =
+                held_out_accuracy::<B, M>(model, held_out, self.config.batch_size)?;
             (Some(clean), Some(robust))
         };
         let log = EpochLog {
-            epoch: epoch + 1,
-            train: stats.clone(),
+            epoch: at.epoch + 1,
+            train: at.stats.clone(),
             natural_accuracy,
             pgd20_accuracy,
         };
@@ -183,13 +276,9 @@ where
                 .map_err(|e| LtdError::io(path, e))?;
             writeln!(file, "{line}").map_err(|e| LtdError::io(path, e))?;
         }
-        on_epoch(&log);
-        epoch += 1;
-        skip = 0;
-        stats = EpochStats::default();
-        save(&model, &optimizer, epoch, 0, &stats)?;
+        (io.on_epoch)(&log);
+        Ok(())
     }
-    Ok((model, FitOutcome::Finished))
 }
 
 /// Natural and PGD-20 accuracy (L∞ 8/255, steps of 2/255) on `images`.
