@@ -10,8 +10,8 @@ use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use common::*;
 use ltd::core::models::{
-    parameter_count, Activation, Arch, CifarResNetConfig, Classifier, DmPreActResNetConfig,
-    DmWideResNetConfig, Mode, Network, Normalization, PreActResNetConfig, ResNetKind,
+    parameter_count, Activation, Arch, CifarBlock, CifarResNetConfig, Classifier,
+    DmPreActResNetConfig, DmWideResNetConfig, Mode, Network, Normalization, ResNetKind,
 };
 use ltd::core::weights;
 
@@ -38,13 +38,13 @@ fn dm_wrn10_1_relu_c100() -> Network<B> {
 }
 
 fn preact_resnet18_w8() -> Network<B> {
-    let config = PreActResNetConfig::new(10).unwrap().with_width(8).unwrap();
-    Network::PreActResNet(config.init(&Default::default()))
+    let config = CifarResNetConfig::new(CifarBlock::PreAct, 10).unwrap();
+    Network::CifarResNet(config.with_width(8).unwrap().init(&Default::default()))
 }
 
 fn resnet18_cifar_w8() -> Network<B> {
-    let config = CifarResNetConfig::new(10).unwrap().with_width(8).unwrap();
-    Network::CifarResNet(config.init(&Default::default()))
+    let config = CifarResNetConfig::new(CifarBlock::Basic, 10).unwrap();
+    Network::CifarResNet(config.with_width(8).unwrap().init(&Default::default()))
 }
 
 fn dm_preact_resnet18_w8() -> Network<B> {
@@ -325,8 +325,9 @@ fn architecture_names_round_trip() {
     ] {
         assert!(bad.parse::<Arch>().is_err(), "{bad} should be rejected");
     }
-    assert!(PreActResNetConfig::new(0).is_err());
-    assert!(CifarResNetConfig::new(10).unwrap().with_width(0).is_err());
+    assert!(CifarResNetConfig::new(CifarBlock::PreAct, 0).is_err());
+    let config = CifarResNetConfig::new(CifarBlock::Basic, 10).unwrap();
+    assert!(config.with_width(0).is_err());
     assert!(DmWideResNetConfig::new(28, 10, 0).is_err());
 }
 
@@ -341,12 +342,14 @@ fn initial_weights_follow_the_seed_and_pytorch_defaults() {
             Network::DmWideResNet(config.init(&Default::default()))
         }),
         ("preact-resnet18 width 16", |seed| {
-            let config = PreActResNetConfig::new(10).unwrap().with_width(16).unwrap();
-            Network::PreActResNet(config.with_seed(seed).init(&Default::default()))
+            let config = CifarResNetConfig::new(CifarBlock::PreAct, 10).unwrap();
+            let config = config.with_width(16).unwrap().with_seed(seed);
+            Network::CifarResNet(config.init(&Default::default()))
         }),
         ("resnet18-cifar width 16", |seed| {
-            let config = CifarResNetConfig::new(10).unwrap().with_width(16).unwrap();
-            Network::CifarResNet(config.with_seed(seed).init(&Default::default()))
+            let config = CifarResNetConfig::new(CifarBlock::Basic, 10).unwrap();
+            let config = config.with_width(16).unwrap().with_seed(seed);
+            Network::CifarResNet(config.init(&Default::default()))
         }),
         ("dm-preact-resnet18 width 16", |seed| {
             let config = DmPreActResNetConfig::new(10)

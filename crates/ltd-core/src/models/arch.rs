@@ -8,8 +8,8 @@ use burn::tensor::backend::Backend;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Activation, CifarResNetConfig, DmPreActResNetConfig, DmWideResNetConfig, Network,
-    Normalization, PreActResNetConfig, ResNetConfig, ResNetKind, WideResNetConfig,
+    Activation, CifarBlock, CifarResNetConfig, DmPreActResNetConfig, DmWideResNetConfig, Network,
+    Normalization, ResNetConfig, ResNetKind, WideResNetConfig,
 };
 use crate::{LtdError, Result};
 
@@ -151,13 +151,12 @@ impl Arch {
                 }
                 Network::DmWideResNet(config.init(device))
             }
-            Arch::PreActResNet18 => {
-                let mut config = PreActResNetConfig::new(num_classes)?.with_seed(seed);
-                config.normalization = normalization;
-                Network::PreActResNet(config.init(device))
-            }
-            Arch::ResNet18Cifar => {
-                let mut config = CifarResNetConfig::new(num_classes)?.with_seed(seed);
+            Arch::PreActResNet18 | Arch::ResNet18Cifar => {
+                let block = match self {
+                    Arch::PreActResNet18 => CifarBlock::PreAct,
+                    _ => CifarBlock::Basic,
+                };
+                let mut config = CifarResNetConfig::new(block, num_classes)?.with_seed(seed);
                 config.normalization = normalization;
                 Network::CifarResNet(config.init(device))
             }

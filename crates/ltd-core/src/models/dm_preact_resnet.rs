@@ -5,19 +5,22 @@
 //!
 //! Like the [`DmWideResNet`](super::DmWideResNet) it has Swish activations, TensorFlow-style
 //! padding (bottom and right only at stride 2) and its input normalisation inside; unlike
-//! RobustBench's [`PreActResNet`](super::PreActResNet) its projection shortcut is a 3×3
-//! convolution and a BatchNorm precedes the classifier.
+//! RobustBench's pre-activation [`CifarResNet`](super::CifarResNet) its projection shortcut is a
+//! 3×3 convolution and a BatchNorm precedes the classifier. The stage layout and head are that
+//! model's.
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::Linear;
-use burn::tensor::module::avg_pool2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::cifar_resnet::{pool_and_classify, stem_and_stages};
+use super::config::builders;
+use super::dm_wide_resnet::{dm_normalization, same_padding};
 use super::init::Init;
 use super::{Activation, BatchNorm, Classifier, Mode, Normalization};
-use crate::{LtdError, Result};
+use crate::Result;
 
 /// Classes, width, activation and input normalisation of a DeepMind PreAct ResNet-18.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,71 +43,29 @@ impl DmPreActResNetConfig {
     /// Width 64, Swish, and RobustBench's normalisation for the class count (CIFAR-100's for 100
     /// classes, CIFAR-10's otherwise); fails without a class.
     pub fn new(num_classes: usize) -> Result<Self> {
-        if num_classes == 0 {
-            return Err(LtdError::InvalidConfig(
-                "a DM PreAct ResNet needs at least one class".into(),
-            ));
-        }
-        let normalization = if num_classes == 100 {
-            Normalization::cifar100()
-        } else {
-            Normalization::cifar10()
-        };
-        Ok(Self {
+        Self {
             num_classes,
             width: 64,
             activation: Activation::Swish,
-            normalization,
+            normalization: dm_normalization(num_classes),
             seed: 0,
-        })
-    }
-
-    /// Another base width (64 is the published model); fails for 0.
-    pub fn with_width(mut self, width: usize) -> Result<Self> {
-        if width == 0 {
-            return Err(LtdError::InvalidConfig(
-                "a DM PreAct ResNet needs a width of at least 1".into(),
-            ));
         }
-        self.width = width;
-        Ok(self)
+        .checked()
     }
 
-    /// Uses `activation` instead of Swish.
-    pub fn with_activation(mut self, activation: Activation) -> Self {
-        self.activation = activation;
-        self
-    }
+    builders!(width, deepmind);
 
-    /// Replaces the input normalisation (3 channels).
-    pub fn with_normalization(mut self, normalization: Normalization) -> Self {
-        self.normalization = normalization;
-        self
-    }
-
-    /// Draws the initial weights from `seed` instead of 0.
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
+    /// How error messages name the network.
+    fn model_name(&self) -> &'static str {
+        "DM PreAct ResNet"
     }
 
     /// Builds the network with freshly initialised weights (PyTorch's default initialisation,
     /// which the reference keeps).
     pub fn init<B: Backend>(&self, device: &B::Device) -> DmPreActResNet<B> {
         let mut init = Init::new(self.seed, device);
-        let conv_2d = init.conv_default([3, self.width], 3, 1, [1; 4]);
-        let mut input = self.width;
-        let mut stage = |index: usize, init: &mut Init<B>| -> Vec<Block<B>> {
-            let planes = self.width << index;
-            let stride = if index == 0 { 1 } else { 2 };
-            let first = Block::new(input, planes, stride, init);
-            input = planes;
-            vec![first, Block::new(planes, planes, 1, init)]
-        };
-        let layer_0 = stage(0, &mut init);
-        let layer_1 = stage(1, &mut init);
-        let layer_2 = stage(2, &mut init);
-        let layer_3 = stage(3, &mut init);
+        let (conv_2d, [layer_0, layer_1, layer_2, layer_3]) =
+            stem_and_stages(self.width, &mut init, Block::new);
         DmPreActResNet {
             conv_2d,
             layer_0,
@@ -149,8 +110,7 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     fn new(input: usize, output: usize, stride: usize, init: &mut Init<B>) -> Self {
         let device = init.device();
-        // [top, left, bottom, right]: TensorFlow's `SAME` at stride 2, as the reference pads.
-        let padding = if stride == 1 { [1; 4] } else { [0, 0, 1, 1] };
+        let padding = same_padding(stride);
         Self {
             batchnorm_0: BatchNorm::new(input, device),
             conv_2d_1: init.conv_default([input, output], 3, stride, padding),
@@ -182,8 +142,7 @@ impl<B: Backend> Classifier<B> for DmPreActResNet<B> {
             .flatten()
             .fold(x, |x, block| block.forward(x, mode, self.activation));
         let x = self.activation.apply(self.batchnorm.forward(x, mode));
-        let x = avg_pool2d(x, [4, 4], [4, 4], [0, 0], true, false);
-        self.logits.forward(x.flatten::<2>(1, 3))
+        pool_and_classify(x, &self.logits)
     }
 
     fn num_classes(&self) -> usize {

@@ -22,6 +22,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::config::builders;
 use super::init::Init;
 use super::{BatchNorm, Classifier, Mode, Normalization};
 use crate::{LtdError, Result};
@@ -41,6 +42,27 @@ impl Activation {
             Activation::Relu => relu(x),
             Activation::Swish => silu(x),
         }
+    }
+}
+
+/// The input normalisation RobustBench pairs with a DeepMind model of `num_classes` outputs:
+/// CIFAR-100's statistics for 100 classes, CIFAR-10's otherwise.
+pub(super) fn dm_normalization(num_classes: usize) -> Normalization {
+    if num_classes == 100 {
+        Normalization::cifar100()
+    } else {
+        Normalization::cifar10()
+    }
+}
+
+/// `[top, left, bottom, right]` padding of DeepMind's 3×3 convolutions. The reference pads by
+/// hand before an unpadded convolution: all sides at stride 1, only bottom and right at stride 2
+/// (TensorFlow's `SAME`, where the checkpoints were trained).
+pub(super) fn same_padding(stride: usize) -> [usize; 4] {
+    if stride == 1 {
+        [1; 4]
+    } else {
+        [0, 0, 1, 1]
     }
 }
 
@@ -75,32 +97,15 @@ impl DmWideResNetConfig {
                  class; got depth {depth}, widen {widen}, {num_classes} classes"
             )));
         }
-        let normalization = if num_classes == 100 {
-            Normalization::cifar100()
-        } else {
-            Normalization::cifar10()
-        };
         Ok(Self {
             depth,
             widen,
             num_classes,
             activation: Activation::Swish,
-            normalization,
+            normalization: dm_normalization(num_classes),
             bn_momentum: 0.1,
             seed: 0,
         })
-    }
-
-    /// Replaces the input normalisation (3 channels).
-    pub fn with_normalization(mut self, normalization: Normalization) -> Self {
-        self.normalization = normalization;
-        self
-    }
-
-    /// Uses `activation` instead of Swish.
-    pub fn with_activation(mut self, activation: Activation) -> Self {
-        self.activation = activation;
-        self
     }
 
     /// BatchNorm momentum for training (DeepMind's code: 0.01).
@@ -109,11 +114,7 @@ impl DmWideResNetConfig {
         self
     }
 
-    /// Draws the initial weights from `seed` instead of 0.
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
+    builders!(deepmind);
 
     /// Builds the network with freshly initialised weights (PyTorch's default initialisation,
     /// which the reference keeps).
@@ -189,13 +190,9 @@ impl<B: Backend> Block<B> {
         init: &mut Init<B>,
         batch_norm: &impl Fn(usize) -> BatchNorm<B>,
     ) -> Self {
-        // The reference pads by hand before an unpadded convolution: all sides at stride 1,
-        // only bottom and right at stride 2 (TensorFlow's `SAME`, where the checkpoints were
-        // trained). [top, left, bottom, right].
-        let padding = if stride == 1 { [1; 4] } else { [0, 0, 1, 1] };
         Self {
             batchnorm_0: batch_norm(input),
-            conv_0: init.conv_default([input, output], 3, stride, padding),
+            conv_0: init.conv_default([input, output], 3, stride, same_padding(stride)),
             batchnorm_1: batch_norm(output),
             conv_1: init.conv_default([output, output], 3, 1, [1; 4]),
             shortcut: (input != output)

@@ -4,27 +4,26 @@
 
 mod arch;
 mod batch_norm;
+mod cifar_resnet;
+mod config;
 mod dm_preact_resnet;
 mod dm_wide_resnet;
 mod init;
 mod mode;
 mod network;
 mod normalization;
-mod preact_resnet;
 mod resnet;
-mod resnet_cifar;
 mod wide_resnet;
 
 pub use arch::Arch;
 pub use batch_norm::BatchNorm;
+pub use cifar_resnet::{CifarBlock, CifarResNet, CifarResNetConfig};
 pub use dm_preact_resnet::{DmPreActResNet, DmPreActResNetConfig};
 pub use dm_wide_resnet::{Activation, DmWideResNet, DmWideResNetConfig};
 pub use mode::Mode;
 pub use network::Network;
 pub use normalization::Normalization;
-pub use preact_resnet::{PreActResNet, PreActResNetConfig};
 pub use resnet::{ResNet, ResNetConfig, ResNetKind};
-pub use resnet_cifar::{CifarResNet, CifarResNetConfig};
 pub use wide_resnet::{WideResNet, WideResNetConfig};
 
 use burn::module::Module;

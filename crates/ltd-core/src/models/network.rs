@@ -8,8 +8,7 @@ use burn::module::Module;
 use burn::tensor::{backend::Backend, Tensor};
 
 use super::{
-    CifarResNet, Classifier, DmPreActResNet, DmWideResNet, Mode, Normalization, PreActResNet,
-    ResNet, WideResNet,
+    CifarResNet, Classifier, DmPreActResNet, DmWideResNet, Mode, Normalization, ResNet, WideResNet,
 };
 
 /// One of the library's architectures. Weight files never contain the variant name: the weights
@@ -22,9 +21,7 @@ pub enum Network<B: Backend> {
     ResNet(ResNet<B>),
     /// DeepMind's CIFAR WideResNet (RobustBench's `DMWideResNet`).
     DmWideResNet(DmWideResNet<B>),
-    /// Pre-activation CIFAR ResNet-18 (RobustBench's `PreActResNet18`).
-    PreActResNet(PreActResNet<B>),
-    /// CIFAR ResNet-18 (RobustBench's `ResNet18`).
+    /// CIFAR ResNet-18, post- or pre-activation (RobustBench's `ResNet18`, `PreActResNet18`).
     CifarResNet(CifarResNet<B>),
     /// DeepMind's pre-activation CIFAR ResNet-18 (RobustBench's `DMPreActResNet`).
     DmPreActResNet(DmPreActResNet<B>),
@@ -37,7 +34,6 @@ macro_rules! each {
             Network::WideResNet($m) => $body,
             Network::ResNet($m) => $body,
             Network::DmWideResNet($m) => $body,
-            Network::PreActResNet($m) => $body,
             Network::CifarResNet($m) => $body,
             Network::DmPreActResNet($m) => $body,
         }

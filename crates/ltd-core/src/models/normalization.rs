@@ -67,6 +67,17 @@ impl Normalization {
     }
 }
 
+/// `x` through a model's optional `normalization`, unchanged without one.
+pub(super) fn normalize<B: Backend>(
+    normalization: Option<&Normalization>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    match normalization {
+        Some(normalization) => normalization.forward(x),
+        None => x,
+    }
+}
+
 /// `cifar10`, `cifar100`, `imagenet`, or explicit values `MEAN,MEAN,MEAN/STD,STD,STD`.
 impl FromStr for Normalization {
     type Err = LtdError;

@@ -10,7 +10,9 @@ use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::config::builders;
 use super::init::Init;
+use super::normalization::normalize;
 use super::{BatchNorm, Classifier, Mode, Normalization};
 
 /// Which torchvision ResNet.
@@ -49,17 +51,7 @@ impl ResNetConfig {
         }
     }
 
-    /// Adds input normalisation in front of the network.
-    pub fn with_normalization(mut self, normalization: Normalization) -> Self {
-        self.normalization = Some(normalization);
-        self
-    }
-
-    /// Draws the initial weights from `seed` instead of 0.
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
+    builders!(optional);
 
     /// Builds the network with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> ResNet<B> {
@@ -202,10 +194,7 @@ impl<B: Backend> Block<B> {
 
 impl<B: Backend> Classifier<B> for ResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let x = match &self.normalization {
-            Some(norm) => norm.forward(x),
-            None => x,
-        };
+        let x = normalize(self.normalization.as_ref(), x);
         let x = relu(self.bn1.forward(self.conv1.forward(x), mode));
         let x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         let x = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]

@@ -9,7 +9,9 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::config::builders;
 use super::init::Init;
+use super::normalization::normalize;
 use super::{BatchNorm, Classifier, Mode, Normalization};
 use crate::{LtdError, Result};
 
@@ -47,17 +49,7 @@ impl WideResNetConfig {
         })
     }
 
-    /// Adds input normalisation in front of the network.
-    pub fn with_normalization(mut self, normalization: Normalization) -> Self {
-        self.normalization = Some(normalization);
-        self
-    }
-
-    /// Draws the initial weights from `seed` instead of 0.
-    pub fn with_seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
-        self
-    }
+    builders!(optional);
 
     /// Builds the network with freshly initialised weights.
     pub fn init<B: Backend>(&self, device: &B::Device) -> WideResNet<B> {
@@ -151,10 +143,7 @@ impl<B: Backend> BasicBlock<B> {
 
 impl<B: Backend> Classifier<B> for WideResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
-        let x = match &self.normalization {
-            Some(norm) => norm.forward(x),
-            None => x,
-        };
+        let x = normalize(self.normalization.as_ref(), x);
         let x = self.conv1.forward(x);
         let x = self.block1.forward(x, mode);
         let x = self.block2.forward(x, mode);
