@@ -106,7 +106,7 @@ fn evaluate(
     };
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         autoattack::run_attacks(&config(), &attacks(), model, data, 0..IMAGES, options)
-            .map(|(report, _)| report)
+            .map(|outcome| outcome.report)
     }))
     .ok()
 }
