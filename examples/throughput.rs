@@ -55,7 +55,10 @@ struct Args {
     warmup: usize,
     /// Comma-separated subset of: forward, pgd_step, natural_step, trades_step,
     /// trades_ltd_awp_step.
-    #[arg(long, default_value = "forward,pgd_step,natural_step,trades_step,trades_ltd_awp_step")]
+    #[arg(
+        long,
+        default_value = "forward,pgd_step,natural_step,trades_step,trades_ltd_awp_step"
+    )]
     only: String,
     /// Print one JSON object as the last line.
     #[arg(long)]
@@ -78,7 +81,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let only: Vec<&str> = args.only.split(',').map(str::trim).collect();
     if let Some(unknown) = only.iter().find(|m| !MEASURES.contains(m)) {
-        bail!("unknown measure `{unknown}`; expected {}", MEASURES.join(", "));
+        bail!(
+            "unknown measure `{unknown}`; expected {}",
+            MEASURES.join(", ")
+        );
     }
     let device = backend::device(&args.device)?;
     let arch: Arch = args.arch.parse()?;
@@ -136,7 +142,9 @@ impl Bench {
         let (x, y) = batch_tensors::<Inner>(&batch, &device);
         let classes = data.train.num_classes();
         let model = arch.init_seeded::<Train>(classes, None, 1, &device)?;
-        let teacher = arch.init_seeded::<Train>(classes, None, 2, &device)?.valid();
+        let teacher = arch
+            .init_seeded::<Train>(classes, None, 2, &device)?
+            .valid();
         Ok(Self {
             model,
             teacher: Labels::teacher(teacher, 5.0),
@@ -206,7 +214,9 @@ impl Bench {
         let mut model = Some(self.model.clone());
         let mut optimizer = SgdSettings::default().init::<Train, Model>();
         Box::new(move |rng| {
-            let current = model.take().expect("the model is put back after every step");
+            let current = model
+                .take()
+                .expect("the model is put back after every step");
             let (next, _, _) = train_step(
                 current,
                 &mut optimizer,

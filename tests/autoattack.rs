@@ -723,3 +723,28 @@ fn teacher_logits_are_computed_once_and_then_read_back() {
         "{error}"
     );
 }
+
+#[test]
+fn every_float_survives_the_json_round_trip() {
+    // Values serde_json's default (fast, not correctly rounded) float parser reads back one ulp
+    // off: a resumed run or a reused report would then differ in ε from the evaluation that
+    // wrote it and be refused as another evaluation.
+    let (model, data) = problem();
+    let config = AutoAttackConfig {
+        threat: ThreatModel::linf(0.009945952283110959),
+        ..config()
+    };
+    let mut report = autoattack::run_attacks(
+        &config,
+        &attacks(),
+        &model,
+        &data,
+        0..16,
+        Default::default(),
+    )
+    .unwrap()
+    .report;
+    report.clean_seconds = 9.910323734014959;
+    let json = serde_json::to_vec(&report).unwrap();
+    assert_eq!(AutoAttackReport::from_json(&json).unwrap(), report);
+}
