@@ -84,10 +84,7 @@ const STUDENTS: [&str; 2] = ["trades", "ltd"];
 const OUR_FOLDERS: [&str; 3] = ["teacher", STUDENTS[0], STUDENTS[1]];
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    common::exit_on_error(run(Args::parse()));
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -32,7 +32,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::AutodiffModule;
@@ -497,7 +496,7 @@ fn autoattack_end_to_end_and_resume() {
                 options,
             )
             .unwrap()
-            .0
+            .report
         }));
         run.ok()
     }

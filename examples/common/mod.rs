@@ -54,6 +54,15 @@ pub fn exit_stopped(resume_hint: &str) -> ! {
     std::process::exit(130);
 }
 
+/// Ends the program after its `run`: an error prints as one line (with its causes) and exits
+/// with status 1.
+pub fn exit_on_error(result: anyhow::Result<()>) {
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
 /// A name for the data (`CIFAR-10`, `CIFAR-100`, `synthetic`), then the train and test splits:
 /// real CIFAR from `data_dir` (folder or `.tar.gz`) or the embedded synthetic set. `kind` is
 /// what the program expects (`None` accepts either).

@@ -168,11 +168,7 @@ pub struct RecipeArgs {
 
 /// Parses the command line and runs the recipe for `kind`; errors print as one line.
 pub fn main(kind: CifarKind, program: &str) {
-    let args = RecipeArgs::parse();
-    if let Err(e) = run(&args, kind, program) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
+    super::exit_on_error(run(&RecipeArgs::parse(), kind, program));
 }
 
 fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> {

@@ -151,34 +151,14 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
     let blocks: Vec<Range<usize>> = (0..range.len().div_ceil(bs))
         .map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end))
         .collect();
-    let mut state = match &options.state_path {
-        Some(path) if options.resume && path.exists() => {
-            let expected = Expected {
-                identity: &identity,
-                config,
-                range: &range,
-                blocks: blocks.len(),
-                attacks: attacks.len(),
-            };
-            load_state(path, &expected)?
-        }
-        _ => State::fresh(&identity, config, &range),
+    let expected = Expected {
+        identity: &identity,
+        config,
+        range: &range,
+        blocks: blocks.len(),
+        attacks: attacks.len(),
     };
-    let log_path = options
-        .state_path
-        .as_ref()
-        .filter(|_| options.keep_adversarial)
-        .map(|p| adversarial_log_path(p));
-    let adversarial = match &log_path {
-        Some(path) if state.adversarial_records > 0 => {
-            read_adversarial_log(path, &state, images.pixels_per_image())?
-        }
-        _ => Vec::new(),
-    };
-    let log = match &log_path {
-        Some(path) => Some(AdversarialLog::open(path, &adversarial)?),
-        None => None,
-    };
+    let (mut state, adversarial, log) = starting_point(&options, &expected, images)?;
     let report_path = options.report;
     let mut evaluation = Evaluation {
         config,
@@ -213,6 +193,35 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
         adversarial: evaluation.adversarial,
         reused: false,
     })
+}
+
+/// The state to start from (the state file's with `resume`, else a fresh one), the adversarial
+/// examples it already found and the log that keeps them.
+fn starting_point<I: Images + ?Sized>(
+    options: &RunOptions<'_>,
+    expected: &Expected<'_>,
+    images: &I,
+) -> Result<(State, Adversarial, Option<AdversarialLog>)> {
+    let state = match &options.state_path {
+        Some(path) if options.resume && path.exists() => load_state(path, expected)?,
+        _ => State::fresh(expected.identity, expected.config, expected.range),
+    };
+    let log_path = options
+        .state_path
+        .as_ref()
+        .filter(|_| options.keep_adversarial)
+        .map(|p| adversarial_log_path(p));
+    let adversarial = match &log_path {
+        Some(path) if state.adversarial_records > 0 => {
+            read_adversarial_log(path, &state, images.pixels_per_image())?
+        }
+        _ => Vec::new(),
+    };
+    let log = match &log_path {
+        Some(path) => Some(AdversarialLog::open(path, &adversarial)?),
+        None => None,
+    };
+    Ok((state, adversarial, log))
 }
 
 /// The report at [`RunOptions::report`] if resuming there finds a finished evaluation of this
