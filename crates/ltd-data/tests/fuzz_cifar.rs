@@ -189,6 +189,26 @@ fn mutate_tar(
 ) -> String {
     let header = headers[rng.random_range(0..headers.len())];
     let fix = rng.random_bool(0.8);
+    let what = match rng.random_range(0..9) {
+        case @ 1..=5 => mutate_header(rng, stream, header, kind, case),
+        case => mutate_members(rng, stream, headers, header, case),
+    };
+    if fix {
+        if let Some(h) = header_at(stream, header) {
+            set_checksum(h);
+        }
+    }
+    format!("{what}{}", if fix { ", checksum fixed" } else { "" })
+}
+
+/// Mutation `case` (1 to 5) of one field of the member header at `header`.
+fn mutate_header(
+    rng: &mut ChaCha8Rng,
+    stream: &mut [u8],
+    header: usize,
+    kind: CifarKind,
+    case: u32,
+) -> String {
     let names = [
         "test_batch.bin",
         "data_batch_1.bin",
@@ -196,15 +216,7 @@ fn mutate_tar(
         "test.bin",
         "../../test.bin",
     ];
-    let what = match rng.random_range(0..9) {
-        0 => {
-            let n = rng.random_range(1..=8);
-            for _ in 0..n {
-                let i = rng.random_range(0..stream.len());
-                stream[i] ^= 1 << rng.random_range(0..8);
-            }
-            format!("{n} bit flips")
-        }
+    match case {
         1 => {
             let i = header + rng.random_range(0..512);
             stream[i] ^= 1 << rng.random_range(0..8);
@@ -234,11 +246,32 @@ fn mutate_tar(
             stream[header + 156] = t;
             format!("type {:?} in the header at {header}", char::from(t))
         }
-        5 => {
+        _ => {
             let name = names[rng.random_range(0..names.len())];
             stream[header..header + 100].fill(0);
             stream[header..header + name.len()].copy_from_slice(name.as_bytes());
             format!("path {name} in the header at {header}")
+        }
+    }
+}
+
+/// Mutation `case` (0, 6, 7 or 8) of the stream as a whole: bits, length (possibly within the
+/// member at `header`), members, runs.
+fn mutate_members(
+    rng: &mut ChaCha8Rng,
+    stream: &mut Vec<u8>,
+    headers: &[usize],
+    header: usize,
+    case: u32,
+) -> String {
+    match case {
+        0 => {
+            let n = rng.random_range(1..=8);
+            for _ in 0..n {
+                let i = rng.random_range(0..stream.len());
+                stream[i] ^= 1 << rng.random_range(0..8);
+            }
+            format!("{n} bit flips")
         }
         6 => {
             let cut = if rng.random_bool(0.5) {
@@ -265,13 +298,7 @@ fn mutate_tar(
             stream[at..at + len].fill(fill);
             format!("{len} bytes at {at} set to {fill:#x}")
         }
-    };
-    if fix {
-        if let Some(h) = header_at(stream, header) {
-            set_checksum(h);
-        }
     }
-    format!("{what}{}", if fix { ", checksum fixed" } else { "" })
 }
 
 /// Applies one seeded mutation to a gzip stream.
