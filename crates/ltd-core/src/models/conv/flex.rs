@@ -48,20 +48,27 @@ fn same<T: 'static, U: 'static>(value: T) -> U {
     }
 }
 
+/// The `[top, left, bottom, right]` padding of `conv` when the fast path takes it: `B` is
+/// `Autodiff<Flex>`, one group, no dilation, explicit or no padding.
+pub(super) fn supported<B: Backend>(conv: &Conv2d<B>) -> Option<[usize; 4]> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
+        PaddingConfig2d::Same => return None,
+    };
+    let fast = TypeId::of::<B>() == TypeId::of::<Fast>() && conv.groups == 1;
+    (fast && conv.dilation == [1, 1]).then_some(padding)
+}
+
 /// `conv` applied to `x` on the fast path when `B` is `Autodiff<Flex>` and the layer is one the
 /// path supports (one group, no dilation, explicit or no padding); `Err(x)` otherwise.
 pub(super) fn try_forward<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    let [top, left, bottom, right] = match conv.padding {
-        PaddingConfig2d::Valid => [0; 4],
-        PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
-        PaddingConfig2d::Same => return Err(x),
-    };
-    if TypeId::of::<B>() != TypeId::of::<Fast>() || conv.groups != 1 || conv.dilation != [1, 1] {
+    let Some([top, left, bottom, right]) = supported(conv) else {
         return Err(x);
-    }
+    };
     let x: Tensor<Fast, 4> = cast(x)?;
     let weight: Tensor<Fast, 4> = same(conv.weight.val());
     // Asymmetric padding (DeepMind's stride-2 "same") is applied up front, as Burn's own

@@ -25,3 +25,15 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     };
     conv.forward(x)
 }
+
+/// Whether [`conv2d`] takes a faster path than [`Conv2d::forward`] for `conv` in this build
+/// (for tests and diagnostics: both compute the same function).
+pub fn has_fast_path<B: Backend>(conv: &Conv2d<B>) -> bool {
+    #[cfg(feature = "flex")]
+    return flex::supported(conv).is_some();
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = conv;
+        false
+    }
+}
