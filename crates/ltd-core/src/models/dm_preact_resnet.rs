@@ -125,7 +125,7 @@ impl<B: Backend> Block<B> {
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode, activation: Activation) -> Tensor<B, 4> {
         let shortcut = match &self.shortcut {
-            Some(conv) => conv2d(&conv, x.clone()),
+            Some(conv) => conv2d(conv, x.clone()),
             None => x.clone(),
         };
         let y = activation.apply(self.batchnorm_0.forward(x, mode));

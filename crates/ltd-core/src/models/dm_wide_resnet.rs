@@ -205,7 +205,7 @@ impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode, activation: Activation) -> Tensor<B, 4> {
         let activated = activation.apply(self.batchnorm_0.forward(x.clone(), mode));
         let shortcut = match &self.shortcut {
-            Some(conv) => conv2d(&conv, activated.clone()),
+            Some(conv) => conv2d(conv, activated.clone()),
             None => x,
         };
         let y = conv2d(&self.conv_0, activated);

@@ -187,7 +187,7 @@ impl<B: Backend> Block<B> {
         let y = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
         let y = self.bn2.forward(conv2d(&self.conv2, y), mode);
         let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => bn3.forward(conv2d(&conv3, relu(y)), mode),
+            (Some(conv3), Some(bn3)) => bn3.forward(conv2d(conv3, relu(y)), mode),
             _ => y,
         };
         relu(y.add(shortcut))

@@ -134,7 +134,7 @@ impl<B: Backend> BasicBlock<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let activated = relu(self.bn1.forward(x.clone(), mode));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv2d(&conv, activated.clone()),
+            Some(conv) => conv2d(conv, activated.clone()),
             None => x,
         };
         let y = conv2d(&self.conv1, activated);

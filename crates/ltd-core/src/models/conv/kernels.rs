@@ -1,17 +1,23 @@
-//! The weight gradient of a 2-D convolution on contiguous `f32` NCHW buffers, as im2col + GEMM.
+//! The weight gradient of a 2-D convolution on contiguous `f32` NCHW buffers, as im2row + GEMM.
 //!
-//! `dW[o, (c, ky, kx)] = Σ_{n, p} dY[n, o, p] · X_col[n, (c, ky, kx), p]`: one GEMM per group of
-//! images, with the patch matrix of the group built in a scratch buffer and the output gradient
-//! of the group gathered next to it, so the reduction runs over all of the group's pixels at
-//! once. Groups run in parallel (rayon), each summing into its own partial gradient; the
-//! partials are added at the end. Burn's generic weight gradient instead runs a convolution
-//! whose kernel is the whole output map, which Flex executes several times slower.
+//! `dW[o, (ky, kx, c)] = Σ_{n, p} dY[n, o, p] · rows[(n, p), (ky, kx, c)]`: one GEMM per group
+//! of images. The group's input is turned NHWC, so each patch row is built from whole `C_in`
+//! runs, and its output gradient pixel-major; with these layouts gemm reads both operands
+//! almost without packing (an earlier channel-major patch matrix spent more time packing than
+//! multiplying). Groups run in parallel (rayon), each summing into its own partial gradient;
+//! the partials are added and reordered to OIHW at the end. Burn's generic weight gradient
+//! instead runs a convolution whose kernel is the whole output map, several times slower on
+//! Flex.
 
 use rayon::prelude::*;
 
-/// Most `f32`s in one group's patch matrix (16 MiB): large enough that the GEMM reduces over
-/// thousands of pixels, small enough that every thread's scratch stays modest.
-const PATCH_BUDGET: usize = 1 << 22;
+/// Most `f32`s in one group's patch matrix (2 MiB), so that it is still in cache when the GEMM
+/// packs it.
+const PATCH_BUDGET: usize = 1 << 19;
+
+/// Fewest pixels one GEMM reduces over (unless the batch is smaller): below this, reading and
+/// writing the partial gradient costs more than the products.
+const MIN_COLUMNS: usize = 512;
 
 /// Geometry of one convolution: NCHW input, OIHW weight, one group, no dilation, the same zero
 /// padding before and after each spatial axis.
@@ -61,9 +67,12 @@ pub(crate) fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Option<Ve
         return Some(vec![0.0; size]);
     }
     let per_thread = shape.batch.div_ceil(rayon::current_num_threads().max(1));
-    let group = (PATCH_BUDGET / (shape.patch() * pixels)).clamp(1, per_thread);
+    let by_budget = PATCH_BUDGET / (shape.patch() * pixels);
+    let group = by_budget
+        .max(MIN_COLUMNS.div_ceil(pixels))
+        .clamp(1, per_thread);
     let groups = shape.batch.div_ceil(group);
-    let sum = (0..groups)
+    let transposed = (0..groups)
         .into_par_iter()
         .fold(
             || Partial::new(size),
@@ -77,14 +86,30 @@ pub(crate) fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Option<Ve
         .reduce_with(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
-        });
-    sum
+        })?;
+    Some(to_oihw(shape, &transposed))
 }
 
-/// One thread's running gradient and its scratch buffers, reused from group to group.
+/// The weight gradient from its accumulation layout, `[(ky, kx, c), o]`, to OIHW.
+fn to_oihw(shape: &ConvShape, transposed: &[f32]) -> Vec<f32> {
+    let (c_in, c_out) = (shape.channels_in, shape.channels_out);
+    let taps = shape.kernel[0] * shape.kernel[1];
+    let mut grad = vec![0.0; transposed.len()];
+    for (row, values) in transposed.chunks_exact(c_out).enumerate() {
+        let (tap, c) = (row / c_in, row % c_in);
+        for (o, v) in values.iter().enumerate() {
+            grad[(o * c_in + c) * taps + tap] = *v;
+        }
+    }
+    grad
+}
+
+/// One thread's running gradient (transposed, `[(ky, kx, c), o]`) and its scratch buffers,
+/// reused from group to group.
 struct Partial {
     grad: Vec<f32>,
-    patches: Vec<f32>,
+    nhwc: Vec<f32>,
+    rows: Vec<f32>,
     dy: Vec<f32>,
 }
 
@@ -92,7 +117,8 @@ impl Partial {
     fn new(size: usize) -> Self {
         Self {
             grad: vec![0.0; size],
-            patches: Vec::new(),
+            nhwc: Vec::new(),
+            rows: Vec::new(),
             dy: Vec::new(),
         }
     }
@@ -109,47 +135,47 @@ impl Partial {
     ) {
         let [oh, ow] = shape.output().unwrap_or([0, 0]);
         let pixels = oh * ow;
+        let (patch, outs) = (shape.patch(), shape.channels_out);
         let columns = count * pixels;
-        let (rows, outs) = (shape.patch(), shape.channels_out);
-        self.patches.resize(rows * columns, 0.0);
-        self.dy.resize(outs * columns, 0.0);
-        im2col(shape, x, first, count, &mut self.patches);
-        for i in 0..count {
-            let image = &dy[(first + i) * outs * pixels..][..outs * pixels];
-            for (o, src) in image.chunks_exact(pixels).enumerate() {
-                self.dy[o * columns + i * pixels..][..pixels].copy_from_slice(src);
-            }
-        }
+        let image_in = shape.channels_in * shape.height * shape.width;
+        self.nhwc.resize(count * image_in, 0.0);
+        let plane = shape.height * shape.width;
+        let x = &x[first * image_in..][..count * image_in];
+        transpose_planes(x, shape.channels_in, plane, &mut self.nhwc);
+        self.rows.resize(columns * patch, 0.0);
+        im2row(shape, &self.nhwc, count, &mut self.rows);
+        self.dy.resize(columns * outs, 0.0);
+        let dy = &dy[first * outs * pixels..][..columns * outs];
+        transpose_planes(dy, outs, pixels, &mut self.dy);
         let parallelism = if groups == 1 {
             gemm::Parallelism::Rayon(0)
         } else {
             gemm::Parallelism::None
         };
         assert!(
-            self.grad.len() == outs * rows
-                && self.dy.len() == outs * columns
-                && self.patches.len() == rows * columns,
+            self.grad.len() == patch * outs
+                && self.dy.len() == columns * outs
+                && self.rows.len() == columns * patch,
             "conv weight gradient: buffer sizes out of step"
         );
-        // SAFETY: the three buffers hold exactly the matrices described by the sizes and
-        // strides below (asserted above): grad `outs × rows` row-major, dy `outs × columns`
-        // row-major, patches `rows × columns` row-major read as its transpose
-        // `columns × rows`; `grad` does not alias the other two.
+        // SAFETY: the buffers hold exactly the matrices the sizes and strides describe (asserted
+        // above): grad `outs × patch` column-major, dy `outs × columns` column-major (pixel-major
+        // rows of channels), rows `columns × patch` row-major; `grad` aliases neither input.
         unsafe {
             gemm::gemm(
                 outs,
-                rows,
+                patch,
                 columns,
                 self.grad.as_mut_ptr(),
+                outs as isize,
                 1,
-                rows as isize,
                 true,
                 self.dy.as_ptr(),
+                outs as isize,
                 1,
-                columns as isize,
-                self.patches.as_ptr(),
-                columns as isize,
+                self.rows.as_ptr(),
                 1,
+                patch as isize,
                 1.0,
                 1.0,
                 false,
@@ -161,55 +187,43 @@ impl Partial {
     }
 }
 
-/// Patch matrix of images `first..first + count`: row `(c, ky, kx)` holds, image after image,
-/// the input value each output pixel sees through that kernel tap (zero in the padding).
-fn im2col(shape: &ConvShape, x: &[f32], first: usize, count: usize, out: &mut [f32]) {
-    let [oh, ow] = shape.output().unwrap_or([0, 0]);
-    let (h, w) = (shape.height, shape.width);
-    let [kh, kw] = shape.kernel;
-    let [sy, sx] = shape.stride;
-    let [py, px] = shape.padding;
-    let columns = count * oh * ow;
-    for (row, dst) in out.chunks_exact_mut(columns).enumerate() {
-        let (c, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-        for (i, image) in dst.chunks_exact_mut(oh * ow).enumerate() {
-            let plane = &x[((first + i) * shape.channels_in + c) * h * w..][..h * w];
-            for (oy, line) in image.chunks_exact_mut(ow).enumerate() {
-                match (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h) {
-                    Some(iy) => tap_row(line, &plane[iy * w..][..w], kx, sx, px),
-                    None => line.fill(0.0),
-                }
+/// `[N, C, S]` to `[N, S, C]`, `S` being `plane` values (NCHW to NHWC).
+fn transpose_planes(src: &[f32], channels: usize, plane: usize, dst: &mut [f32]) {
+    let image = channels * plane;
+    for (s, d) in src.chunks_exact(image).zip(dst.chunks_exact_mut(image)) {
+        for (c, values) in s.chunks_exact(plane).enumerate() {
+            for (p, v) in values.iter().enumerate() {
+                d[p * channels + c] = *v;
             }
         }
     }
 }
 
-/// One output row of a patch-matrix row: `line[ox] = src[ox·stride + kx − pad]`, zero where
-/// that index falls in the padding.
-fn tap_row(line: &mut [f32], src: &[f32], kx: usize, stride: usize, pad: usize) {
-    let n = line.len();
-    // First output column whose tap lies inside the row, and one past the last.
-    let lo = pad.saturating_sub(kx).div_ceil(stride).min(n);
-    let hi = if src.len() + pad > kx {
-        ((src.len() + pad - kx - 1) / stride + 1).min(n)
-    } else {
-        0
-    }
-    .max(lo);
-    line[..lo].fill(0.0);
-    line[hi..].fill(0.0);
-    if lo == hi {
-        return;
-    }
-    let start = lo * stride + kx - pad;
-    if stride == 1 {
-        line[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-    } else {
-        for (dst, src) in line[lo..hi]
-            .iter_mut()
-            .zip(src[start..].iter().step_by(stride))
-        {
-            *dst = *src;
+/// Patch rows of `count` NHWC images: one row per output pixel, holding for each kernel tap
+/// `(ky, kx)` the `C_in` input values that tap sees (zeros in the padding).
+fn im2row(shape: &ConvShape, nhwc: &[f32], count: usize, out: &mut [f32]) {
+    let [oh, ow] = shape.output().unwrap_or([0, 0]);
+    let (h, w, c) = (shape.height, shape.width, shape.channels_in);
+    let kw = shape.kernel[1];
+    let [sy, sx] = shape.stride;
+    let [py, px] = shape.padding;
+    let mut rows = out.chunks_exact_mut(shape.patch());
+    for image in nhwc.chunks_exact(h * w * c).take(count) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let Some(row) = rows.next() else { return };
+                for (tap, dst) in row.chunks_exact_mut(c).enumerate() {
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let iy = (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h);
+                    let ix = (ox * sx + kx).checked_sub(px).filter(|&ix| ix < w);
+                    match (iy, ix) {
+                        (Some(iy), Some(ix)) => {
+                            dst.copy_from_slice(&image[(iy * w + ix) * c..][..c]);
+                        }
+                        _ => dst.fill(0.0),
+                    }
+                }
+            }
         }
     }
 }
