@@ -1,7 +1,8 @@
 //! The Flex fast path: a custom autodiff operation for `Autodiff<Flex>` whose backward computes
 //! the weight gradient with [`kernels::weight_grad`] instead of Burn's generic default (Flex
-//! does not override `conv2d_weight_backward`). The forward and the input gradient stay Flex's
-//! own (`conv2d`, `conv2d_x_backward`).
+//! does not override `conv2d_weight_backward`) and the input gradient with
+//! [`input_grad::input_grad`] instead of Flex's sequential `conv_transpose2d`. The forward stays
+//! Flex's own `conv2d`.
 //!
 //! Models are generic over `B: Backend`, so the operation is reached by a run-time type check:
 //! tensors of the model's `B` are moved through `Box<dyn Any>` and downcast to
@@ -22,6 +23,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
 use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
+use super::input_grad;
 use super::kernels::{self, ConvShape};
 
 /// The training backend the fast path serves; its checkpoint strategy is the one `prepare` uses
@@ -121,7 +123,7 @@ fn conv2d(
     }
 }
 
-/// Backward of [`conv2d`]: Flex's input gradient, the im2col + GEMM weight gradient.
+/// Backward of [`conv2d`]: both gradients by GEMM ([`input_grad`], [`weight_grad`]).
 #[derive(Debug)]
 struct Conv2dBackward;
 
@@ -140,8 +142,7 @@ impl Backward<Flex, 2> for Conv2dBackward {
         let x: FloatTensor<Flex> = checkpointer.retrieve_node_output(x_state);
         let weight: FloatTensor<Flex> = checkpointer.retrieve_node_output(weight_state);
         if let Some(node) = node_x {
-            let dx =
-                Flex::conv2d_x_backward(x.clone(), weight.clone(), grad.clone(), options.clone());
+            let dx = input_grad(&x, weight.clone(), grad.clone(), options.clone());
             grads.register::<Flex>(node.id, dx);
         }
         if let Some(node) = node_weight {
@@ -150,17 +151,15 @@ impl Backward<Flex, 2> for Conv2dBackward {
     }
 }
 
-/// The weight gradient by [`kernels::weight_grad`] for contiguous `f32` data, by Flex's default
-/// for anything else (other float types).
-fn weight_grad(
-    x: FloatTensor<Flex>,
-    weight: FloatTensor<Flex>,
-    grad: FloatTensor<Flex>,
-    options: ConvOptions<2>,
-) -> FloatTensor<Flex> {
+/// The geometry of a convolution of `x` by `weight`.
+fn conv_shape(
+    x: &FloatTensor<Flex>,
+    weight: &FloatTensor<Flex>,
+    options: &ConvOptions<2>,
+) -> ConvShape {
     let [batch, channels_in, height, width] = x.shape().dims();
     let [channels_out, _, kh, kw] = weight.shape().dims();
-    let shape = ConvShape {
+    ConvShape {
         batch,
         channels_in,
         height,
@@ -169,7 +168,38 @@ fn weight_grad(
         kernel: [kh, kw],
         stride: options.stride,
         padding: options.padding,
+    }
+}
+
+/// The input gradient by [`input_grad::input_grad`] for `f32` data, by Flex's own
+/// (`conv_transpose2d`) for anything else.
+fn input_grad(
+    x: &FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    grad: FloatTensor<Flex>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Flex> {
+    let shape = conv_shape(x, &weight, &options);
+    let (wc, gc) = (weight.to_contiguous(), grad.to_contiguous());
+    let fast = match (wc.as_slice::<f32>(), gc.as_slice::<f32>()) {
+        (Some(ws), Some(gs)) => input_grad::input_grad(&shape, ws, gs),
+        _ => None,
     };
+    match fast {
+        Some(values) => FlexTensor::from_data(TensorData::new(values, x.shape())),
+        None => Flex::conv2d_x_backward(x.clone(), weight, grad, options),
+    }
+}
+
+/// The weight gradient by [`kernels::weight_grad`] for `f32` data, by Flex's default for
+/// anything else.
+fn weight_grad(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    grad: FloatTensor<Flex>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Flex> {
+    let shape = conv_shape(&x, &weight, &options);
     let (xc, gc) = (x.to_contiguous(), grad.to_contiguous());
     let fast = match (xc.as_slice::<f32>(), gc.as_slice::<f32>()) {
         (Some(xs), Some(gs)) => kernels::weight_grad(&shape, xs, gs),

@@ -48,9 +48,19 @@ impl ConvShape {
     }
 
     /// Length of one patch: a row of the weight matrix.
-    fn patch(&self) -> usize {
+    pub fn patch(&self) -> usize {
         self.channels_in * self.kernel[0] * self.kernel[1]
     }
+}
+
+/// Images per GEMM: within [`PATCH_BUDGET`], at least [`MIN_COLUMNS`] pixels, and at most an
+/// even share of the batch per thread so that every core gets work.
+pub(super) fn group_size(shape: &ConvShape, pixels: usize) -> usize {
+    let per_thread = shape.batch.div_ceil(rayon::current_num_threads().max(1));
+    let by_budget = PATCH_BUDGET / (shape.patch() * pixels).max(1);
+    by_budget
+        .max(MIN_COLUMNS.div_ceil(pixels.max(1)))
+        .clamp(1, per_thread.max(1))
 }
 
 /// `dW` `[C_out, C_in, kh, kw]` (row-major) from the input `x` and the output gradient `dy`, or
@@ -66,11 +76,7 @@ pub(crate) fn weight_grad(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Option<Ve
     if shape.batch == 0 || pixels == 0 || size == 0 {
         return Some(vec![0.0; size]);
     }
-    let per_thread = shape.batch.div_ceil(rayon::current_num_threads().max(1));
-    let by_budget = PATCH_BUDGET / (shape.patch() * pixels);
-    let group = by_budget
-        .max(MIN_COLUMNS.div_ceil(pixels))
-        .clamp(1, per_thread);
+    let group = group_size(shape, pixels);
     let groups = shape.batch.div_ceil(group);
     let transposed = (0..groups)
         .into_par_iter()
@@ -188,7 +194,7 @@ impl Partial {
 }
 
 /// `[N, C, S]` to `[N, S, C]`, `S` being `plane` values (NCHW to NHWC).
-fn transpose_planes(src: &[f32], channels: usize, plane: usize, dst: &mut [f32]) {
+pub(super) fn transpose_planes(src: &[f32], channels: usize, plane: usize, dst: &mut [f32]) {
     let image = channels * plane;
     for (s, d) in src.chunks_exact(image).zip(dst.chunks_exact_mut(image)) {
         for (c, values) in s.chunks_exact(plane).enumerate() {
