@@ -193,13 +193,20 @@ impl Partial {
     }
 }
 
-/// `[N, C, S]` to `[N, S, C]`, `S` being `plane` values (NCHW to NHWC).
+/// `[N, C, S]` to `[N, S, C]`, `S` being `plane` values (NCHW to NHWC), in square tiles so
+/// that both sides stay in cache (a plain loop over one side was 8% of a PGD step).
 pub(super) fn transpose_planes(src: &[f32], channels: usize, plane: usize, dst: &mut [f32]) {
+    const TILE: usize = 16;
     let image = channels * plane;
     for (s, d) in src.chunks_exact(image).zip(dst.chunks_exact_mut(image)) {
-        for (c, values) in s.chunks_exact(plane).enumerate() {
-            for (p, v) in values.iter().enumerate() {
-                d[p * channels + c] = *v;
+        for c0 in (0..channels).step_by(TILE) {
+            for p0 in (0..plane).step_by(TILE) {
+                let p1 = (p0 + TILE).min(plane);
+                for c in c0..(c0 + TILE).min(channels) {
+                    for (p, v) in (p0..p1).zip(&s[c * plane + p0..c * plane + p1]) {
+                        d[p * channels + c] = *v;
+                    }
+                }
             }
         }
     }
