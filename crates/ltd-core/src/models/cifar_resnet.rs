@@ -17,6 +17,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
+
+use super::conv::conv2d;
 use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
@@ -190,18 +192,18 @@ impl<B: Backend> Block<B> {
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let shortcut = match &self.shortcut {
-            Some(s) => optional_bn(s.bn.as_ref(), s.conv.forward(x.clone()), mode),
+            Some(s) => optional_bn(s.bn.as_ref(), conv2d(&s.conv, x.clone()), mode),
             None => x.clone(),
         };
         match self.kind {
             CifarBlock::Basic => {
-                let y = relu(self.bn1.forward(self.conv1.forward(x), mode));
-                let y = self.bn2.forward(self.conv2.forward(y), mode);
+                let y = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
+                let y = self.bn2.forward(conv2d(&self.conv2, y), mode);
                 relu(y.add(shortcut))
             }
             CifarBlock::PreAct => {
-                let y = self.conv1.forward(relu(self.bn1.forward(x, mode)));
-                let y = self.conv2.forward(relu(self.bn2.forward(y, mode)));
+                let y = conv2d(&self.conv1, relu(self.bn1.forward(x, mode)));
+                let y = conv2d(&self.conv2, relu(self.bn2.forward(y, mode)));
                 y.add(shortcut)
             }
         }
@@ -219,7 +221,7 @@ fn optional_bn<B: Backend>(bn: Option<&BatchNorm<B>>, x: Tensor<B, 4>, mode: Mod
 impl<B: Backend> Classifier<B> for CifarResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = normalize(self.normalization.as_ref(), x);
-        let x = self.conv1.forward(x);
+        let x = conv2d(&self.conv1, x);
         let x = match &self.bn1 {
             Some(bn) => relu(bn.forward(x, mode)),
             None => x,

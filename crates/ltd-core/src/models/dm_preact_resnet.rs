@@ -11,6 +11,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
+
+use super::conv::conv2d;
 use burn::nn::Linear;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
@@ -123,20 +125,20 @@ impl<B: Backend> Block<B> {
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode, activation: Activation) -> Tensor<B, 4> {
         let shortcut = match &self.shortcut {
-            Some(conv) => conv.forward(x.clone()),
+            Some(conv) => conv2d(conv, x.clone()),
             None => x.clone(),
         };
         let y = activation.apply(self.batchnorm_0.forward(x, mode));
-        let y = self.conv_2d_1.forward(y);
+        let y = conv2d(&self.conv_2d_1, y);
         let y = activation.apply(self.batchnorm_1.forward(y, mode));
-        self.conv_2d_2.forward(y).add(shortcut)
+        conv2d(&self.conv_2d_2, y).add(shortcut)
     }
 }
 
 impl<B: Backend> Classifier<B> for DmPreActResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = self.normalization.forward(x);
-        let x = self.conv_2d.forward(x);
+        let x = conv2d(&self.conv_2d, x);
         let x = [&self.layer_0, &self.layer_1, &self.layer_2, &self.layer_3]
             .into_iter()
             .flatten()

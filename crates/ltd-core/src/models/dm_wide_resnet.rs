@@ -16,6 +16,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
+
+use super::conv::conv2d;
 use burn::nn::Linear;
 use burn::tensor::activation::{relu, silu};
 use burn::tensor::module::avg_pool2d;
@@ -203,19 +205,19 @@ impl<B: Backend> Block<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode, activation: Activation) -> Tensor<B, 4> {
         let activated = activation.apply(self.batchnorm_0.forward(x.clone(), mode));
         let shortcut = match &self.shortcut {
-            Some(conv) => conv.forward(activated.clone()),
+            Some(conv) => conv2d(conv, activated.clone()),
             None => x,
         };
-        let y = self.conv_0.forward(activated);
+        let y = conv2d(&self.conv_0, activated);
         let y = activation.apply(self.batchnorm_1.forward(y, mode));
-        shortcut.add(self.conv_1.forward(y))
+        shortcut.add(conv2d(&self.conv_1, y))
     }
 }
 
 impl<B: Backend> Classifier<B> for DmWideResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = self.normalization.forward(x);
-        let x = self.init_conv.forward(x);
+        let x = conv2d(&self.init_conv, x);
         let x = self
             .layer
             .iter()

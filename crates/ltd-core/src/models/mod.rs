@@ -6,6 +6,7 @@ mod arch;
 mod batch_norm;
 mod cifar_resnet;
 mod config;
+pub mod conv;
 mod dm_preact_resnet;
 mod dm_wide_resnet;
 mod init;

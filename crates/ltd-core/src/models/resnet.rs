@@ -4,6 +4,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
+
+use super::conv::conv2d;
 use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::module::{adaptive_avg_pool2d, max_pool2d};
@@ -179,13 +181,13 @@ impl<B: Backend> Block<B> {
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let shortcut = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone()), mode),
+            Some(d) => d.bn.forward(conv2d(&d.conv, x.clone()), mode),
             None => x.clone(),
         };
-        let y = relu(self.bn1.forward(self.conv1.forward(x), mode));
-        let y = self.bn2.forward(self.conv2.forward(y), mode);
+        let y = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
+        let y = self.bn2.forward(conv2d(&self.conv2, y), mode);
         let y = match (&self.conv3, &self.bn3) {
-            (Some(conv3), Some(bn3)) => bn3.forward(conv3.forward(relu(y)), mode),
+            (Some(conv3), Some(bn3)) => bn3.forward(conv2d(conv3, relu(y)), mode),
             _ => y,
         };
         relu(y.add(shortcut))
@@ -195,7 +197,7 @@ impl<B: Backend> Block<B> {
 impl<B: Backend> Classifier<B> for ResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = normalize(self.normalization.as_ref(), x);
-        let x = relu(self.bn1.forward(self.conv1.forward(x), mode));
+        let x = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
         let x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         let x = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()

@@ -3,6 +3,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
+
+use super::conv::conv2d;
 use burn::nn::Linear;
 use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
@@ -132,11 +134,11 @@ impl<B: Backend> BasicBlock<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
         let activated = relu(self.bn1.forward(x.clone(), mode));
         let shortcut = match &self.conv_shortcut {
-            Some(conv) => conv.forward(activated.clone()),
+            Some(conv) => conv2d(conv, activated.clone()),
             None => x,
         };
-        let y = self.conv1.forward(activated);
-        let y = self.conv2.forward(relu(self.bn2.forward(y, mode)));
+        let y = conv2d(&self.conv1, activated);
+        let y = conv2d(&self.conv2, relu(self.bn2.forward(y, mode)));
         shortcut.add(y)
     }
 }
@@ -144,7 +146,7 @@ impl<B: Backend> BasicBlock<B> {
 impl<B: Backend> Classifier<B> for WideResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = normalize(self.normalization.as_ref(), x);
-        let x = self.conv1.forward(x);
+        let x = conv2d(&self.conv1, x);
         let x = self.block1.forward(x, mode);
         let x = self.block2.forward(x, mode);
         let x = self.block3.forward(x, mode);

@@ -1,0 +1,212 @@
+//! The input gradient of a 2-D convolution on contiguous `f32` buffers, as GEMM + row2im: the
+//! mirror of the weight gradient's im2row. Per group of images, `rows = dYᵀ · W` gives for every
+//! output pixel what each kernel tap sends back to the input (`[(n, p), (ky, kx, c)]`), and
+//! row2im adds those runs into an NHWC gradient, turned NCHW at the end. Groups run in
+//! parallel and write disjoint images. Flex's own path (its `conv_transpose2d`) runs images one
+//! after another with a single-threaded scatter.
+
+use rayon::prelude::*;
+
+use super::kernels::{group_size, transpose_planes, ConvShape};
+
+/// `dX` `[N, C_in, H, W]` from the OIHW `weight` and the output gradient `dy`, or `None` when
+/// the buffers do not match `shape`.
+pub(crate) fn input_grad(shape: &ConvShape, weight: &[f32], dy: &[f32]) -> Option<Vec<f32>> {
+    let [oh, ow] = shape.output()?;
+    let pixels = oh * ow;
+    let image_in = shape.channels_in * shape.height * shape.width;
+    let outs = shape.channels_out;
+    if weight.len() != outs * shape.patch() || dy.len() != shape.batch * outs * pixels {
+        return None;
+    }
+    let mut dx = vec![0.0; shape.batch * image_in];
+    if dx.is_empty() || pixels == 0 || outs == 0 {
+        return Some(dx);
+    }
+    let rows = weight_rows(shape, weight);
+    let group = group_size(shape, pixels);
+    let groups = shape.batch.div_ceil(group);
+    dx.par_chunks_mut(group * image_in)
+        .enumerate()
+        .for_each_init(Scratch::default, |scratch, (g, out)| {
+            scratch.group(shape, &rows, dy, g * group, out, groups)
+        });
+    Some(dx)
+}
+
+/// OIHW to `[o, (ky, kx, c)]`, the order of the patch rows.
+fn weight_rows(shape: &ConvShape, weight: &[f32]) -> Vec<f32> {
+    let c_in = shape.channels_in;
+    let taps = shape.kernel[0] * shape.kernel[1];
+    let mut rows = vec![0.0; weight.len()];
+    for (i, v) in weight.iter().enumerate() {
+        let (o, c, tap) = (i / (c_in * taps), i / taps % c_in, i % taps);
+        rows[o * c_in * taps + tap * c_in + c] = *v;
+    }
+    rows
+}
+
+/// One thread's buffers, reused from group to group.
+#[derive(Default)]
+struct Scratch {
+    dy: Vec<f32>,
+    rows: Vec<f32>,
+    nhwc: Vec<f32>,
+}
+
+impl Scratch {
+    /// The input gradient of images `first..` into `out` (as many images as it holds).
+    fn group(
+        &mut self,
+        shape: &ConvShape,
+        weight_rows: &[f32],
+        dy: &[f32],
+        first: usize,
+        out: &mut [f32],
+        groups: usize,
+    ) {
+        let [oh, ow] = shape.output().unwrap_or([0, 0]);
+        let (pixels, outs, patch) = (oh * ow, shape.channels_out, shape.patch());
+        let image_in = shape.channels_in * shape.height * shape.width;
+        let count = out.len() / image_in;
+        let columns = count * pixels;
+        self.dy.resize(columns * outs, 0.0);
+        let dy = &dy[first * outs * pixels..][..columns * outs];
+        transpose_planes(dy, outs, pixels, &mut self.dy);
+        self.rows.resize(columns * patch, 0.0);
+        let parallelism = if groups == 1 {
+            gemm::Parallelism::Rayon(0)
+        } else {
+            gemm::Parallelism::None
+        };
+        assert!(
+            self.rows.len() == columns * patch
+                && self.dy.len() == columns * outs
+                && weight_rows.len() == outs * patch,
+            "conv input gradient: buffer sizes out of step"
+        );
+        // SAFETY: the buffers hold exactly the matrices the sizes and strides describe (asserted
+        // above): rows `columns × patch` row-major (written, not read), dy `columns × outs`
+        // row-major, weight rows `outs × patch` row-major; `rows` aliases neither input.
+        unsafe {
+            gemm::gemm(
+                columns,
+                patch,
+                outs,
+                self.rows.as_mut_ptr(),
+                1,
+                patch as isize,
+                false,
+                self.dy.as_ptr(),
+                1,
+                outs as isize,
+                weight_rows.as_ptr(),
+                1,
+                patch as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+        self.nhwc.clear();
+        self.nhwc.resize(count * image_in, 0.0);
+        row2im(shape, &self.rows, count, &mut self.nhwc);
+        let plane = shape.height * shape.width;
+        transpose_planes(&self.nhwc, plane, shape.channels_in, out);
+    }
+}
+
+/// Adds each patch row back onto the `count` NHWC images it was read from (the adjoint of
+/// im2row): taps in the padding are dropped.
+fn row2im(shape: &ConvShape, rows: &[f32], count: usize, nhwc: &mut [f32]) {
+    let [oh, ow] = shape.output().unwrap_or([0, 0]);
+    let (h, w, c) = (shape.height, shape.width, shape.channels_in);
+    let kw = shape.kernel[1];
+    let [sy, sx] = shape.stride;
+    let [py, px] = shape.padding;
+    let mut rows = rows.chunks_exact(shape.patch());
+    for image in nhwc.chunks_exact_mut(h * w * c).take(count) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let Some(row) = rows.next() else { return };
+                for (tap, src) in row.chunks_exact(c).enumerate() {
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let iy = (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h);
+                    let ix = (ox * sx + kx).checked_sub(px).filter(|&ix| ix < w);
+                    if let (Some(iy), Some(ix)) = (iy, ix) {
+                        let dst = &mut image[(iy * w + ix) * c..][..c];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct definition: `dX[n, c, iy, ix] = Σ dY[n, o, oy, ox] · W[o, c, ky, kx]` over
+    /// the output pixels and taps that read `(iy, ix)`.
+    fn reference(shape: &ConvShape, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+        let [oh, ow] = shape.output().unwrap();
+        let [kh, kw] = shape.kernel;
+        let (h, w) = (shape.height, shape.width);
+        let mut dx = vec![0.0f64; shape.batch * shape.channels_in * h * w];
+        for n in 0..shape.batch {
+            for o in 0..shape.channels_out {
+                for (oy, ox) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
+                    let g = dy[((n * shape.channels_out + o) * oh + oy) * ow + ox] as f64;
+                    for (c, ky, kx) in (0..shape.channels_in)
+                        .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
+                    {
+                        let iy = (oy * shape.stride[0] + ky).checked_sub(shape.padding[0]);
+                        let ix = (ox * shape.stride[1] + kx).checked_sub(shape.padding[1]);
+                        if let (Some(iy), Some(ix)) = (iy, ix) {
+                            if iy < h && ix < w {
+                                let wi = ((o * shape.channels_in + c) * kh + ky) * kw + kx;
+                                dx[((n * shape.channels_in + c) * h + iy) * w + ix] +=
+                                    g * weight[wi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx.into_iter().map(|v| v as f32).collect()
+    }
+
+    #[test]
+    fn matches_the_definition() {
+        for (stride, padding, kernel) in [(1, 1, 3), (2, 1, 3), (2, 0, 1), (1, 0, 3), (2, 0, 3)] {
+            let shape = ConvShape {
+                batch: 3,
+                channels_in: 2,
+                height: 7,
+                width: 9,
+                channels_out: 4,
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                padding: [padding, padding],
+            };
+            let [oh, ow] = shape.output().unwrap();
+            let weight: Vec<f32> = (0..4 * shape.patch())
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
+                .collect();
+            let dy: Vec<f32> = (0..3 * 4 * oh * ow)
+                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
+                .collect();
+            let got = input_grad(&shape, &weight, &dy).unwrap();
+            for (g, w) in got.iter().zip(&reference(&shape, &weight, &dy)) {
+                assert!(
+                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{shape:?}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The one 2-D convolution every model calls, so a backend can get a faster path than Burn's
+//! generic one without the models naming it.
+//!
+//! With the `flex` feature, on `Autodiff<Flex>` the weight gradient is computed by im2row + GEMM
+//! (see `kernels`) instead of Burn's default, which Flex does not override and which was the
+//! largest cost of a training step on the CPU, and the input gradient by GEMM + row2im
+//! (`input_grad`), parallel over images. Every other backend, and every layer the fast
+//! path does not cover (grouped, dilated or `Same`-padded convolutions), calls
+//! [`Conv2d::forward`] exactly as before.
+
+#[cfg(feature = "flex")]
+mod flex;
+#[cfg(feature = "flex")]
+mod input_grad;
+#[cfg(feature = "flex")]
+mod kernels;
+
+use burn::nn::conv::Conv2d;
+use burn::tensor::{backend::Backend, Tensor};
+
+/// `conv` applied to the NCHW batch `x`: [`Conv2d::forward`]'s result, computed by the fastest
+/// path this build has for `B`.
+pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let x = match flex::try_forward(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    conv.forward(x)
+}
+
+/// Whether [`conv2d`] takes a faster path than [`Conv2d::forward`] for `conv` in this build
+/// (for tests and diagnostics: both compute the same function).
+pub fn has_fast_path<B: Backend>(conv: &Conv2d<B>) -> bool {
+    #[cfg(feature = "flex")]
+    return flex::supported(conv).is_some();
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = conv;
+        false
+    }
+}
