@@ -148,65 +148,18 @@ fn row2im(shape: &ConvShape, rows: &[f32], count: usize, nhwc: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::definition::{assert_close, cases, each_tap, pattern};
     use super::*;
-
-    /// The direct definition: `dX[n, c, iy, ix] = Σ dY[n, o, oy, ox] · W[o, c, ky, kx]` over
-    /// the output pixels and taps that read `(iy, ix)`.
-    fn reference(shape: &ConvShape, weight: &[f32], dy: &[f32]) -> Vec<f32> {
-        let [oh, ow] = shape.output().unwrap();
-        let [kh, kw] = shape.kernel;
-        let (h, w) = (shape.height, shape.width);
-        let mut dx = vec![0.0f64; shape.batch * shape.channels_in * h * w];
-        for n in 0..shape.batch {
-            for o in 0..shape.channels_out {
-                for (oy, ox) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
-                    let g = dy[((n * shape.channels_out + o) * oh + oy) * ow + ox] as f64;
-                    for (c, ky, kx) in (0..shape.channels_in)
-                        .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
-                    {
-                        let iy = (oy * shape.stride[0] + ky).checked_sub(shape.padding[0]);
-                        let ix = (ox * shape.stride[1] + kx).checked_sub(shape.padding[1]);
-                        if let (Some(iy), Some(ix)) = (iy, ix) {
-                            if iy < h && ix < w {
-                                let wi = ((o * shape.channels_in + c) * kh + ky) * kw + kx;
-                                dx[((n * shape.channels_in + c) * h + iy) * w + ix] +=
-                                    g * weight[wi] as f64;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        dx.into_iter().map(|v| v as f32).collect()
-    }
 
     #[test]
     fn matches_the_definition() {
-        for (stride, padding, kernel) in [(1, 1, 3), (2, 1, 3), (2, 0, 1), (1, 0, 3), (2, 0, 3)] {
-            let shape = ConvShape {
-                batch: 3,
-                channels_in: 2,
-                height: 7,
-                width: 9,
-                channels_out: 4,
-                kernel: [kernel, kernel],
-                stride: [stride, stride],
-                padding: [padding, padding],
-            };
+        for shape in cases() {
             let [oh, ow] = shape.output().unwrap();
-            let weight: Vec<f32> = (0..4 * shape.patch())
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                .collect();
-            let dy: Vec<f32> = (0..3 * 4 * oh * ow)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
-                .collect();
-            let got = input_grad(&shape, &weight, &dy).unwrap();
-            for (g, w) in got.iter().zip(&reference(&shape, &weight, &dy)) {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "{shape:?}: {g} vs {w}"
-                );
-            }
+            let weight = pattern(4 * shape.patch(), 37, 101);
+            let dy = pattern(3 * 4 * oh * ow, 53, 97);
+            let mut want = vec![0.0f64; shape.batch * shape.channels_in * 7 * 9];
+            each_tap(&shape, |x, w, y| want[x] += dy[y] as f64 * weight[w] as f64);
+            assert_close(&shape, &input_grad(&shape, &weight, &dy).unwrap(), &want);
         }
     }
 }

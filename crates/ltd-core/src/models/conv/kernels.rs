@@ -243,72 +243,18 @@ fn im2row(shape: &ConvShape, nhwc: &[f32], count: usize, out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::definition::{assert_close, cases, each_tap, pattern};
     use super::*;
-
-    /// The direct definition of the weight gradient, for comparison.
-    fn reference(shape: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let [oh, ow] = shape.output().unwrap();
-        let (h, w) = (shape.height as isize, shape.width as isize);
-        let [kh, kw] = shape.kernel;
-        let mut grad = vec![0.0f64; shape.channels_out * shape.patch()];
-        for n in 0..shape.batch {
-            for o in 0..shape.channels_out {
-                for c in 0..shape.channels_in {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let mut sum = 0.0f64;
-                            for oy in 0..oh {
-                                for ox in 0..ow {
-                                    let iy = (oy * shape.stride[0] + ky) as isize
-                                        - shape.padding[0] as isize;
-                                    let ix = (ox * shape.stride[1] + kx) as isize
-                                        - shape.padding[1] as isize;
-                                    if iy < 0 || ix < 0 || iy >= h || ix >= w {
-                                        continue;
-                                    }
-                                    let xi =
-                                        ((n * shape.channels_in + c) as isize * h + iy) * w + ix;
-                                    let di = ((n * shape.channels_out + o) * oh + oy) * ow + ox;
-                                    sum += (x[xi as usize] * dy[di]) as f64;
-                                }
-                            }
-                            grad[((o * shape.channels_in + c) * kh + ky) * kw + kx] += sum;
-                        }
-                    }
-                }
-            }
-        }
-        grad.into_iter().map(|g| g as f32).collect()
-    }
 
     #[test]
     fn matches_the_definition() {
-        for (stride, padding, kernel) in [(1, 1, 3), (2, 1, 3), (2, 0, 1), (1, 0, 3), (2, 0, 3)] {
-            let shape = ConvShape {
-                batch: 3,
-                channels_in: 2,
-                height: 7,
-                width: 9,
-                channels_out: 4,
-                kernel: [kernel, kernel],
-                stride: [stride, stride],
-                padding: [padding, padding],
-            };
+        for shape in cases() {
             let [oh, ow] = shape.output().unwrap();
-            let x: Vec<f32> = (0..3 * 2 * 7 * 9)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
-                .collect();
-            let dy: Vec<f32> = (0..3 * 4 * oh * ow)
-                .map(|i| ((i * 53 % 97) as f32 - 48.0) / 48.0)
-                .collect();
-            let got = weight_grad(&shape, &x, &dy).unwrap();
-            let want = reference(&shape, &x, &dy);
-            for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                    "{shape:?}: {g} vs {w}"
-                );
-            }
+            let x = pattern(3 * 2 * 7 * 9, 37, 101);
+            let dy = pattern(3 * 4 * oh * ow, 53, 97);
+            let mut want = vec![0.0f64; shape.channels_out * shape.patch()];
+            each_tap(&shape, |i, w, y| want[w] += x[i] as f64 * dy[y] as f64);
+            assert_close(&shape, &weight_grad(&shape, &x, &dy).unwrap(), &want);
         }
     }
 

@@ -8,6 +8,8 @@
 //! path does not cover (grouped, dilated or `Same`-padded convolutions), calls
 //! [`Conv2d::forward`] exactly as before.
 
+#[cfg(all(test, feature = "flex"))]
+mod definition;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]

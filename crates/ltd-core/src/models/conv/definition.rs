@@ -1,0 +1,70 @@
+//! The direct definition of a convolution's taps, summed in `f64`: what the GEMM kernels'
+//! unit tests compare with.
+
+use super::kernels::ConvShape;
+
+/// Calls `tap(input, weight, output)` with the flat NCHW / OIHW / NCHW indices of every
+/// (image, output channel, output pixel, input channel, kernel tap) that reads a pixel inside
+/// the image (padding contributes nothing).
+pub(super) fn each_tap(shape: &ConvShape, mut tap: impl FnMut(usize, usize, usize)) {
+    let [oh, ow] = shape.output().expect("a valid test shape");
+    let [kh, kw] = shape.kernel;
+    let (h, w) = (shape.height, shape.width);
+    let (cin, cout) = (shape.channels_in, shape.channels_out);
+    for n in 0..shape.batch {
+        for o in 0..cout {
+            for (oy, ox) in (0..oh).flat_map(|y| (0..ow).map(move |x| (y, x))) {
+                let output = ((n * cout + o) * oh + oy) * ow + ox;
+                for (c, ky, kx) in (0..cin)
+                    .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))))
+                {
+                    let iy = (oy * shape.stride[0] + ky).checked_sub(shape.padding[0]);
+                    let ix = (ox * shape.stride[1] + kx).checked_sub(shape.padding[1]);
+                    if let (Some(iy), Some(ix)) = (iy, ix) {
+                        if iy < h && ix < w {
+                            let input = ((n * cin + c) * h + iy) * w + ix;
+                            tap(input, ((o * cin + c) * kh + ky) * kw + kx, output);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Three images of 2 channels, 7×9, into 4 channels: kernels 1 and 3, strides 1 and 2,
+/// padding 0 and 1.
+pub(super) fn cases() -> impl Iterator<Item = ConvShape> {
+    [(1, 1, 3), (2, 1, 3), (2, 0, 1), (1, 0, 3), (2, 0, 3)]
+        .into_iter()
+        .map(|(stride, padding, kernel)| ConvShape {
+            batch: 3,
+            channels_in: 2,
+            height: 7,
+            width: 9,
+            channels_out: 4,
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            padding: [padding, padding],
+        })
+}
+
+/// `len` values in [-1, 1] in a fixed, irregular pattern.
+pub(super) fn pattern(len: usize, step: usize, modulo: usize) -> Vec<f32> {
+    let half = (modulo / 2) as f32;
+    (0..len)
+        .map(|i| ((i * step % modulo) as f32 - half) / half)
+        .collect()
+}
+
+/// `got` equals the `f64` sums `want` within 1e-4 (relative above 1).
+pub(super) fn assert_close(shape: &ConvShape, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        let w = *w as f32;
+        assert!(
+            (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+            "{shape:?}: {g} vs {w}"
+        );
+    }
+}
