@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{group_size, transpose_planes, ConvShape};
+use super::kernels::{group_size, tap_runs, transpose_planes, ConvShape};
 
 /// `dX` `[N, C_in, H, W]` from the OIHW `weight` and the output gradient `dy`, or `None` when
 /// the buffers do not match `shape`.
@@ -120,30 +120,17 @@ impl Scratch {
 }
 
 /// Adds each patch row back onto the `count` NHWC images it was read from (the adjoint of
-/// im2row): taps in the padding are dropped.
+/// im2row, the same [`tap_runs`] walk): taps in the padding are dropped.
 fn row2im(shape: &ConvShape, rows: &[f32], count: usize, nhwc: &mut [f32]) {
-    let [oh, ow] = shape.output().unwrap_or([0, 0]);
-    let (h, w, c) = (shape.height, shape.width, shape.channels_in);
-    let kw = shape.kernel[1];
-    let [sy, sx] = shape.stride;
-    let [py, px] = shape.padding;
-    let mut rows = rows.chunks_exact(shape.patch());
-    for image in nhwc.chunks_exact_mut(h * w * c).take(count) {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let Some(row) = rows.next() else { return };
-                for (tap, src) in row.chunks_exact(c).enumerate() {
-                    let (ky, kx) = (tap / kw, tap % kw);
-                    let iy = (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h);
-                    let ix = (ox * sx + kx).checked_sub(px).filter(|&ix| ix < w);
-                    if let (Some(iy), Some(ix)) = (iy, ix) {
-                        let dst = &mut image[(iy * w + ix) * c..][..c];
-                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                    }
-                }
-            }
+    let c = shape.channels_in;
+    tap_runs(shape, count, |run, pixel| {
+        if let Some(p) = pixel {
+            let dst = &mut nhwc[p..p + c];
+            dst.iter_mut()
+                .zip(&rows[run..run + c])
+                .for_each(|(d, s)| *d += s);
         }
-    }
+    });
 }
 
 #[cfg(test)]

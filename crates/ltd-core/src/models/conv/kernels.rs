@@ -212,33 +212,46 @@ pub(super) fn transpose_planes(src: &[f32], channels: usize, plane: usize, dst: 
     }
 }
 
-/// Patch rows of `count` NHWC images: one row per output pixel, holding for each kernel tap
-/// `(ky, kx)` the `C_in` input values that tap sees (zeros in the padding).
-fn im2row(shape: &ConvShape, nhwc: &[f32], count: usize, out: &mut [f32]) {
+/// Walks the patch rows of `count` NHWC images in order — one row per output pixel, in it one
+/// `C_in` run per kernel tap `(ky, kx)` — calling `visit(run, pixel)` with the run's offset in
+/// the rows and the offset of the `C_in` input values it covers (`None` in the padding). im2row
+/// and its adjoint row2im are this walk with a copy or an add.
+pub(crate) fn tap_runs(
+    shape: &ConvShape,
+    count: usize,
+    mut visit: impl FnMut(usize, Option<usize>),
+) {
     let [oh, ow] = shape.output().unwrap_or([0, 0]);
     let (h, w, c) = (shape.height, shape.width, shape.channels_in);
-    let kw = shape.kernel[1];
+    let [kh, kw] = shape.kernel;
     let [sy, sx] = shape.stride;
     let [py, px] = shape.padding;
-    let mut rows = out.chunks_exact_mut(shape.patch());
-    for image in nhwc.chunks_exact(h * w * c).take(count) {
+    let mut run = 0;
+    for image in 0..count {
         for oy in 0..oh {
             for ox in 0..ow {
-                let Some(row) = rows.next() else { return };
-                for (tap, dst) in row.chunks_exact_mut(c).enumerate() {
-                    let (ky, kx) = (tap / kw, tap % kw);
+                for (ky, kx) in (0..kh).flat_map(|y| (0..kw).map(move |x| (y, x))) {
                     let iy = (oy * sy + ky).checked_sub(py).filter(|&iy| iy < h);
                     let ix = (ox * sx + kx).checked_sub(px).filter(|&ix| ix < w);
-                    match (iy, ix) {
-                        (Some(iy), Some(ix)) => {
-                            dst.copy_from_slice(&image[(iy * w + ix) * c..][..c]);
-                        }
-                        _ => dst.fill(0.0),
-                    }
+                    let pixel = iy.zip(ix).map(|(iy, ix)| ((image * h + iy) * w + ix) * c);
+                    visit(run, pixel);
+                    run += c;
                 }
             }
         }
     }
+}
+
+/// Patch rows of `count` NHWC images (see [`tap_runs`]), zeros in the padding.
+fn im2row(shape: &ConvShape, nhwc: &[f32], count: usize, out: &mut [f32]) {
+    let c = shape.channels_in;
+    tap_runs(shape, count, |run, pixel| {
+        let dst = &mut out[run..run + c];
+        match pixel {
+            Some(p) => dst.copy_from_slice(&nhwc[p..p + c]),
+            None => dst.fill(0.0),
+        }
+    });
 }
 
 #[cfg(test)]
