@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{group_size, tap_runs, transpose_planes, ConvShape};
+use super::kernels::{group_size, matmul, tap_runs, transpose_planes, ConvShape, Layout};
 
 /// `dX` `[N, C_in, H, W]` from the OIHW `weight` and the output gradient `dy`, or `None` when
 /// the buffers do not match `shape`.
@@ -74,43 +74,17 @@ impl Scratch {
         let dy = &dy[first * outs * pixels..][..columns * outs];
         transpose_planes(dy, outs, pixels, &mut self.dy);
         self.rows.resize(columns * patch, 0.0);
-        let parallelism = if groups == 1 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        assert!(
-            self.rows.len() == columns * patch
-                && self.dy.len() == columns * outs
-                && weight_rows.len() == outs * patch,
-            "conv input gradient: buffer sizes out of step"
+        let dy_layout = Layout::row_major(columns, outs);
+        let weight = Layout::row_major(outs, patch);
+        let rows = Layout::row_major(columns, patch);
+        let dy = (&self.dy[..], dy_layout);
+        matmul(
+            (&mut self.rows, rows),
+            false,
+            dy,
+            (weight_rows, weight),
+            groups == 1,
         );
-        // SAFETY: the buffers hold exactly the matrices the sizes and strides describe (asserted
-        // above): rows `columns × patch` row-major (written, not read), dy `columns × outs`
-        // row-major, weight rows `outs × patch` row-major; `rows` aliases neither input.
-        unsafe {
-            gemm::gemm(
-                columns,
-                patch,
-                outs,
-                self.rows.as_mut_ptr(),
-                1,
-                patch as isize,
-                false,
-                self.dy.as_ptr(),
-                1,
-                outs as isize,
-                weight_rows.as_ptr(),
-                1,
-                patch as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
         self.nhwc.clear();
         self.nhwc.resize(count * image_in, 0.0);
         row2im(shape, &self.rows, count, &mut self.nhwc);

@@ -153,43 +153,16 @@ impl Partial {
         self.dy.resize(columns * outs, 0.0);
         let dy = &dy[first * outs * pixels..][..columns * outs];
         transpose_planes(dy, outs, pixels, &mut self.dy);
-        let parallelism = if groups == 1 {
-            gemm::Parallelism::Rayon(0)
-        } else {
-            gemm::Parallelism::None
-        };
-        assert!(
-            self.grad.len() == patch * outs
-                && self.dy.len() == columns * outs
-                && self.rows.len() == columns * patch,
-            "conv weight gradient: buffer sizes out of step"
+        let dy = Layout::col_major(outs, columns);
+        let rows = Layout::row_major(columns, patch);
+        let grad = Layout::col_major(outs, patch);
+        matmul(
+            (&mut self.grad, grad),
+            true,
+            (&self.dy, dy),
+            (&self.rows, rows),
+            groups == 1,
         );
-        // SAFETY: the buffers hold exactly the matrices the sizes and strides describe (asserted
-        // above): grad `outs × patch` column-major, dy `outs × columns` column-major (pixel-major
-        // rows of channels), rows `columns × patch` row-major; `grad` aliases neither input.
-        unsafe {
-            gemm::gemm(
-                outs,
-                patch,
-                columns,
-                self.grad.as_mut_ptr(),
-                outs as isize,
-                1,
-                true,
-                self.dy.as_ptr(),
-                outs as isize,
-                1,
-                self.rows.as_ptr(),
-                1,
-                patch as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
     }
 }
 
@@ -209,6 +182,97 @@ pub(super) fn transpose_planes(src: &[f32], channels: usize, plane: usize, dst: 
                 }
             }
         }
+    }
+}
+
+/// A matrix over a slice: its shape and its (row, column) strides in elements.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl Layout {
+    /// `rows × cols`, each row contiguous.
+    pub(crate) fn row_major(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// `rows × cols`, each column contiguous.
+    pub(crate) fn col_major(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            row_stride: 1,
+            col_stride: rows,
+        }
+    }
+
+    /// Whether every element lies inside a slice of `len` values.
+    fn fits(&self, len: usize) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride < len
+    }
+}
+
+/// `dst ← lhs · rhs`, or `dst += lhs · rhs` with `accumulate`, by gemm — on all cores with
+/// `parallel`, else on the calling thread (the callers already run groups in parallel). Panics
+/// if the shapes do not chain or a slice is shorter than its layout: the one check gemm's raw
+/// pointers need.
+pub(crate) fn matmul(
+    (dst, d): (&mut [f32], Layout),
+    accumulate: bool,
+    (lhs, l): (&[f32], Layout),
+    (rhs, r): (&[f32], Layout),
+    parallel: bool,
+) {
+    assert!(
+        d.rows == l.rows && d.cols == r.cols && l.cols == r.rows,
+        "matmul: shapes {d:?} = {l:?} · {r:?} do not chain"
+    );
+    assert!(
+        d.fits(dst.len()) && l.fits(lhs.len()) && r.fits(rhs.len()),
+        "matmul: a buffer is shorter than its layout"
+    );
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    let stride = |v: usize| v as isize;
+    // SAFETY: every element gemm reads or writes lies inside its slice (asserted above: the
+    // largest index of each layout is below the slice's length), `dst` is borrowed mutably, so
+    // it aliases neither operand, and the shapes chain.
+    unsafe {
+        gemm::gemm(
+            d.rows,
+            d.cols,
+            l.cols,
+            dst.as_mut_ptr(),
+            stride(d.col_stride),
+            stride(d.row_stride),
+            accumulate,
+            lhs.as_ptr(),
+            stride(l.col_stride),
+            stride(l.row_stride),
+            rhs.as_ptr(),
+            stride(r.col_stride),
+            stride(r.row_stride),
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
     }
 }
 
