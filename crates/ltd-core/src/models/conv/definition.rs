@@ -1,7 +1,8 @@
-//! The direct definition of a convolution's taps, summed in `f64`: what the GEMM kernels'
-//! unit tests compare with.
+//! The direct definition of a convolution's taps, summed in `f64`, and the GEMM kernels'
+//! gradients checked against it.
 
-use super::kernels::ConvShape;
+use super::input_grad::input_grad;
+use super::kernels::{weight_grad, ConvShape};
 
 /// Calls `tap(input, weight, output)` with the flat NCHW / OIHW / NCHW indices of every
 /// (image, output channel, output pixel, input channel, kernel tap) that reads a pixel inside
@@ -66,5 +67,23 @@ pub(super) fn assert_close(shape: &ConvShape, got: &[f32], want: &[f64]) {
             (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
             "{shape:?}: {g} vs {w}"
         );
+    }
+}
+
+#[test]
+fn both_gradients_match_the_definition() {
+    for shape in cases() {
+        let [oh, ow] = shape.output().unwrap();
+        let x = pattern(3 * 2 * 7 * 9, 37, 101);
+        let weight = pattern(4 * shape.patch(), 37, 101);
+        let dy = pattern(3 * 4 * oh * ow, 53, 97);
+        let mut want_dw = vec![0.0f64; shape.channels_out * shape.patch()];
+        let mut want_dx = vec![0.0f64; x.len()];
+        each_tap(&shape, |i, w, y| {
+            want_dw[w] += x[i] as f64 * dy[y] as f64;
+            want_dx[i] += dy[y] as f64 * weight[w] as f64;
+        });
+        assert_close(&shape, &weight_grad(&shape, &x, &dy).unwrap(), &want_dw);
+        assert_close(&shape, &input_grad(&shape, &weight, &dy).unwrap(), &want_dx);
     }
 }

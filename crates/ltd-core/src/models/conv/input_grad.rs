@@ -106,21 +106,3 @@ fn row2im(shape: &ConvShape, rows: &[f32], count: usize, nhwc: &mut [f32]) {
         }
     });
 }
-
-#[cfg(test)]
-mod tests {
-    use super::super::definition::{assert_close, cases, each_tap, pattern};
-    use super::*;
-
-    #[test]
-    fn matches_the_definition() {
-        for shape in cases() {
-            let [oh, ow] = shape.output().unwrap();
-            let weight = pattern(4 * shape.patch(), 37, 101);
-            let dy = pattern(3 * 4 * oh * ow, 53, 97);
-            let mut want = vec![0.0f64; shape.batch * shape.channels_in * 7 * 9];
-            each_tap(&shape, |x, w, y| want[x] += dy[y] as f64 * weight[w] as f64);
-            assert_close(&shape, &input_grad(&shape, &weight, &dy).unwrap(), &want);
-        }
-    }
-}
