@@ -45,6 +45,27 @@ where
 }
 
 /// One attack.
+///
+/// ```no_run
+/// use burn::backend::{Autodiff, Flex};
+/// use burn::module::AutodiffModule;
+/// use burn::tensor::{Int, Tensor};
+/// use ltd_core::attacks::{Attack, Pgd};
+/// use ltd_core::models::{Arch, Classifier, Mode};
+/// use rand::SeedableRng;
+///
+/// type B = Autodiff<Flex>;
+/// let device = Default::default();
+/// let model = Arch::WRN_16_4.init::<B>(10, None, &device)?;
+/// let model = ltd_core::weights::load(model, "model.safetensors", &device)?;
+/// let x = Tensor::<Flex, 4>::zeros([8, 3, 32, 32], &device); // images in [0, 1]
+/// let y = Tensor::<Flex, 1, Int>::zeros([8], &device);
+/// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+/// let x_adv = Pgd::pgd20().perturb(&model, x, y, &mut rng)?; // L∞ 8/255, 20 steps
+/// let predictions = model.valid().forward(x_adv, Mode::Eval).argmax(1);
+/// # let _ = predictions;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Attack<B: AutodiffBackend, M: AttackModel<B>> {
     /// Short name for reports (`apgd-ce`, `square`, …).
     fn name(&self) -> String;

@@ -3,6 +3,26 @@
 //! (which perturbs the weights in between) and the BatchNorm update orders act on that split.
 //! A base (natural CE, PGD-AT, TRADES) takes its targets from a [`Labels`] source (one-hot,
 //! smoothing, LTD teacher soft labels), so TRADES+LTD+AWP is a composition, not a code path.
+//!
+//! ```no_run
+//! use burn::backend::{Autodiff, Flex};
+//! use burn::module::AutodiffModule;
+//! use ltd_core::models::Arch;
+//! use ltd_core::objectives::{Awp, Labels, Trades};
+//! use ltd_core::train::FitConfig;
+//!
+//! type B = Autodiff<Flex>;
+//! let device = Default::default();
+//! let teacher = Arch::WRN_34_10.init::<B>(10, None, &device)?;
+//! let teacher = ltd_core::weights::load(teacher, "teacher.mpk", &device)?;
+//! // TRADES+LTD: TRADES (β = 6, 10-step inner attack) whose natural cross-entropy takes the
+//! // teacher's probabilities at τ = 5 instead of one-hot labels.
+//! let ltd = Trades::<B> { labels: Labels::teacher(teacher.valid(), 5.0), ..Trades::cifar() };
+//! // +AWP: a training-loop setting, since AWP perturbs the weights around any objective.
+//! let config = FitConfig { awp: Some(Awp::trades()), ..Default::default() };
+//! # let _ = (ltd, config);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod awp;
 mod bn_order;

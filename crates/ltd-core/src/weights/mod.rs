@@ -50,6 +50,18 @@ pub enum Format {
 /// Loads weights into `model` from any file the library reads, recognised by its content (not
 /// its name): Burn's own record written by [`save`] (exact, with parameter ids for resuming), a
 /// PyTorch checkpoint (zip or legacy) or a `.safetensors` file with PyTorch names ([`import`]).
+///
+/// ```no_run
+/// use burn::backend::Flex;
+/// use ltd_core::models::Arch;
+///
+/// let device = Default::default();
+/// // A RobustBench WRN-28-10 checkpoint; `save`d records and `.safetensors` load the same way.
+/// let model = Arch::WRN_28_10.init::<Flex>(10, None, &device)?;
+/// let model = ltd_core::weights::load(model, "Carmon2019Unlabeled.pt", &device)?;
+/// # let _ = model;
+/// # Ok::<(), ltd_core::LtdError>(())
+/// ```
 pub fn load<B: Backend, M: Module<B>>(
     model: M,
     path: impl AsRef<Path>,
