@@ -17,35 +17,20 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ltd::backend::{self, Device, Train};
+use common::model_args::ModelArgs;
+use ltd::backend;
 use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::autoattack::{
     self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
 };
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
-use ltd::core::models::{Arch, Normalization};
 use ltd::data::{load_cifar_auto, Dataset, Split, SyntheticConfig};
 
 #[derive(Parser)]
 #[command(about = "AutoAttack evaluation of a checkpoint on CIFAR-format test data")]
 struct Args {
-    /// Checkpoint: Burn's own `.mpk`, `.safetensors` or `.pt`/`.pth` with RobustBench/torchvision names.
-    #[arg(long, required_unless_present = "merge")]
-    checkpoint: Option<PathBuf>,
-    /// Architecture: wrn-DEPTH-WIDTH (TRADES layout), dm-wrn-DEPTH-WIDTH[-relu] and
-    /// dm-preact-resnet18[-relu] (DeepMind, normalisation inside), preact-resnet18,
-    /// resnet18-cifar (RobustBench), resnet18, resnet50, wrn-50-2 (torchvision).
-    #[arg(long, default_value = "wrn-34-10")]
-    arch: String,
-    /// Classes of the model.
-    #[arg(long, default_value_t = 10)]
-    num_classes: usize,
-    /// Input normalisation the checkpoint expects: `cifar10`, `cifar100`, `imagenet`, or
-    /// `MEAN,MEAN,MEAN/STD,STD,STD`; none by default, except for dm-*, which carry
-    /// RobustBench's (CIFAR-100's for 100 classes, else CIFAR-10's) and take this as a
-    /// replacement.
-    #[arg(long)]
-    normalize: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Folder (or .tar.gz) with CIFAR-10 `test_batch.bin` or CIFAR-100 `test.bin`.
     #[arg(long, conflicts_with = "synthetic")]
     data_dir: Option<PathBuf>,
@@ -104,10 +89,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let config = settings(&args)?;
     let test = test_data(&args)?;
     let range = images(&args, test.len())?;
-    let model = load_model(&args, &device)?;
+    let model = args.model.load(&device)?;
     println!(
         "{} on images {}..{} ({}), {} ε = {}, backend {}",
-        args.arch,
+        args.model.arch,
         range.start,
         range.end,
         args.data_dir
@@ -164,9 +149,10 @@ fn merge(args: &Args) -> anyhow::Result<()> {
 /// Every output path is checked before anything is loaded: a bad one fails at once.
 fn check_outputs(args: &Args) -> anyhow::Result<()> {
     let mut plan = OutputPlan::new();
-    if let Some(checkpoint) = &args.checkpoint {
-        plan.input("checkpoint", checkpoint);
-    }
+    match &args.model.checkpoint {
+        Some(checkpoint) => plan.input("checkpoint", checkpoint),
+        None => bail!("--checkpoint is required (or --merge with shard reports)"),
+    };
     if let Some(dir) = &args.data_dir {
         plan.input("data", dir);
     }
@@ -212,11 +198,11 @@ fn test_data(args: &Args) -> anyhow::Result<Dataset> {
             .context("give --data-dir (CIFAR test data) or --synthetic")?;
         load_cifar_auto(dir, Split::Test)?.1
     };
-    if test.num_classes() != args.num_classes {
+    if test.num_classes() != args.model.num_classes {
         bail!(
             "the data has {} classes but --num-classes is {}",
             test.num_classes(),
-            args.num_classes
+            args.model.num_classes
         );
     }
     Ok(test)
@@ -237,20 +223,4 @@ fn images(args: &Args, available: usize) -> anyhow::Result<Range<usize>> {
         );
     }
     Ok(range)
-}
-
-/// The model of `--arch` with the checkpoint's weights.
-fn load_model(args: &Args, device: &Device) -> anyhow::Result<common::Model> {
-    let normalization = args
-        .normalize
-        .as_deref()
-        .map(str::parse::<Normalization>)
-        .transpose()?;
-    let arch: Arch = args.arch.parse()?;
-    let model = arch.init::<Train>(args.num_classes, normalization, device)?;
-    let checkpoint = args
-        .checkpoint
-        .as_ref()
-        .context("--checkpoint is required")?;
-    common::load_weights(model, checkpoint, device)
 }

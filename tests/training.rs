@@ -212,23 +212,47 @@ impl<B: burn::tensor::backend::Backend> Classifier<B> for BnOnly<B> {
 fn batch_norm_update_orders_move_the_running_mean_as_the_paper_defines() {
     let natural = Tensor::<AD, 4>::ones([2, 3, 2, 2], &device()).mul_scalar(1.0);
     let adversarial = Tensor::<AD, 4>::ones([2, 3, 2, 2], &device()).mul_scalar(5.0);
-    // Running mean starts at 0; momentum 0.1; batch means 1 (natural) and 5 (adversarial).
+    // Running mean starts at 0, variance at 1; momentum 0.1; batch means 1 (natural) and 5
+    // (adversarial), batch variances 0. `frozen` is what the non-updating forward's logits
+    // are: its own batch's statistics give β = 0; the running ones (mean 0.1 or 0.5, variance
+    // 0.9 after one update) give (x − μ)/√(0.9 + ε).
+    let eval = |x: f64, mu: f64| (x - mu) / (0.9f64 + 1e-5).sqrt();
     let cases = [
-        (BnOrder::NatAdv, 0.9 * 0.1 * 1.0 + 0.1 * 5.0),
-        (BnOrder::AdvNat, 0.9 * 0.1 * 5.0 + 0.1 * 1.0),
-        (BnOrder::NatOnly, 0.1 * 1.0),
-        (BnOrder::AdvOnly, 0.1 * 5.0),
+        (BnOrder::NatAdv, 0.9 * 0.1 * 1.0 + 0.1 * 5.0, None),
+        (BnOrder::AdvNat, 0.9 * 0.1 * 5.0 + 0.1 * 1.0, None),
+        (BnOrder::NatAdvNat, 0.9 * (0.9 * 0.1 + 0.5) + 0.1, None),
+        (BnOrder::AdvNatNat, 0.9 * (0.9 * 0.5 + 0.1) + 0.1, None),
+        (BnOrder::NatOnly, 0.1 * 1.0, Some((false, 0.0))),
+        (BnOrder::AdvOnly, 0.1 * 5.0, Some((true, 0.0))),
+        (
+            BnOrder::NatOnlyEval,
+            0.1 * 1.0,
+            Some((false, eval(5.0, 0.1))),
+        ),
+        (
+            BnOrder::AdvOnlyEval,
+            0.1 * 5.0,
+            Some((true, eval(1.0, 0.5))),
+        ),
     ];
-    for (order, expected) in cases {
+    for (order, expected, frozen) in cases {
         let model = BnOnly {
             bn: BatchNorm::<AD>::new(3, &device()),
         };
-        let _ = order.forward_pair(&model, natural.clone(), adversarial.clone());
+        let (nat, adv) = order.forward_pair(&model, natural.clone(), adversarial.clone());
         let mean = values(model.bn.running_mean.value().inner());
         assert!(
             mean.iter().all(|m| (m - expected as f32).abs() < 1e-6),
-            "{order:?}: {mean:?}, expected {expected}"
+            "{order}: {mean:?}, expected {expected}"
         );
+        if let Some((natural_frozen, logit)) = frozen {
+            let logits = values(if natural_frozen { nat } else { adv }.inner());
+            assert!(
+                logits.iter().all(|l| (l - logit as f32).abs() < 1e-4),
+                "{order}: non-updating forward gave {logits:?}, expected {logit}"
+            );
+        }
+        assert_eq!(order.to_string().parse::<BnOrder>().unwrap(), order);
     }
 }
 

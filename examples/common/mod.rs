@@ -2,6 +2,7 @@
 //! checkpoints, Ctrl-C, `--resume`), and the AutoAttack stage with a progress bar per attack.
 #![allow(dead_code)] // each example uses its own part
 
+pub mod model_args;
 pub mod recipe;
 
 use std::path::{Path, PathBuf};

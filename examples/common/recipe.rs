@@ -124,7 +124,8 @@ pub struct RecipeArgs {
     /// Weight λ (TRADES β) of the KL term.
     #[arg(long = "lambda", default_value_t = 6.0)]
     pub lambda: f64,
-    /// BatchNorm update order: nat-adv, adv-nat, nat-only, adv-only.
+    /// BatchNorm update order: nat-adv, adv-nat, nat-adv-nat, adv-nat-nat, nat-only, adv-only,
+    /// nat-only-eval, adv-only-eval (`docs/reproducing-the-paper.md`).
     #[arg(long, default_value = "nat-adv")]
     pub bn_order: BnOrder,
     /// Add adversarial weight perturbation.

@@ -95,6 +95,11 @@ pub enum LtdError {
     /// An input that does not fit the operation.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+
+    /// A run stopped on request (e.g. Ctrl-C) after writing its checkpoint; resuming continues
+    /// it.
+    #[error("stopped on request; the last checkpoint is kept")]
+    Stopped,
 }
 
 /// `Result` with [`LtdError`].

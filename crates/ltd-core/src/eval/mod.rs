@@ -5,6 +5,7 @@ mod accuracy;
 
 pub use accuracy::{accuracy, Accuracy};
 pub mod autoattack;
+pub mod masking;
 pub mod outputs;
 
 pub use autoattack::{

@@ -3,10 +3,12 @@
 mod checkpoint;
 mod fit;
 mod optim;
+mod temperature;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use fit::{fit, EpochLog, FitConfig, FitIo, FitOutcome};
 pub use optim::{PiecewiseLr, SgdSettings};
+pub use temperature::{FitTrainer, SearchReport, TemperatureSearch, Trainer, Trial};
 
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};

@@ -117,6 +117,8 @@ pub enum OutputKind {
     Safetensors,
     /// A folder of a program's outputs (`--out`); it may exist.
     Folder,
+    /// A gradient-masking report (JSON) or its Markdown copy.
+    MaskingReport,
 }
 
 impl OutputKind {
@@ -128,6 +130,7 @@ impl OutputKind {
             OutputKind::AdversarialLog => "the adversarial log of an evaluation state",
             OutputKind::Safetensors => "a safetensors file",
             OutputKind::Folder => "a folder",
+            OutputKind::MaskingReport => "a gradient-masking report",
         }
     }
 }

@@ -107,6 +107,11 @@ pub(super) fn is_ours(
             })
         }
         OutputKind::Safetensors => is_safetensors(path),
+        OutputKind::MaskingReport => {
+            json_with_keys(path, &["config", "checks", "eps_sweep"])
+                || read_prefix(path, 64)
+                    .is_some_and(|b| b.starts_with(crate::eval::masking::MARKDOWN_HEAD))
+        }
         OutputKind::Folder => true,
     }
 }
