@@ -200,6 +200,9 @@ fn check_pixels(width: usize, height: usize, limits: &DecodeLimits) -> Result<()
 /// Damage libjpeg only warns about (stray bytes before a marker) fails strict decoding, so
 /// anything else is retried leniently, as libjpeg would decode it.
 fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, String> {
+    if !reaches_end_marker(bytes) {
+        return Err("truncated JPEG (the data ends before the end-of-image marker)".into());
+    }
     match decode_jpeg_with(bytes, limits, true) {
         Ok(image) => Ok(image),
         Err(Failure::Fatal(reason)) => Err(reason),
@@ -213,6 +216,49 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, String> 
             })
         }
     }
+}
+
+/// Walks the JPEG's marker segments and entropy-coded data and reports whether an
+/// end-of-image marker (`FF D9`) follows them. Zune-jpeg pads missing data and may return an
+/// image for a cut file; libjpeg under PIL reports it as truncated, and so do we. Inside scan
+/// data `FF` is always followed by `00` or a restart marker, and segments are skipped by their
+/// length, so an `FF D9` inside an embedded thumbnail is not mistaken for the end.
+fn reaches_end_marker(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            return false;
+        }
+        let marker = bytes[i + 1];
+        i += 2;
+        match marker {
+            0xD9 => return true,
+            // Fill bytes, and markers without a length (TEM, RST0–7).
+            0xFF => i -= 1,
+            0x01 | 0xD0..=0xD7 => {}
+            _ => {
+                let Some(len) = bytes.get(i..i + 2) else {
+                    return false;
+                };
+                i += usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if marker == 0xDA {
+                    i = skip_entropy_data(bytes, i);
+                }
+            }
+        }
+    }
+    false
+}
+
+/// The index of the first marker after entropy-coded data starting at `i` (or the length).
+fn skip_entropy_data(bytes: &[u8], mut i: usize) -> usize {
+    while i + 1 < bytes.len() {
+        if bytes[i] == 0xFF && bytes[i + 1] != 0x00 && !(0xD0..=0xD7).contains(&bytes[i + 1]) {
+            return i;
+        }
+        i += 1;
+    }
+    bytes.len()
 }
 
 enum Failure {
