@@ -208,6 +208,56 @@ pub enum DataError {
     /// A setting that cannot work (batch size 0, a fraction outside [0, 1], ...).
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// An image file could not be turned into RGB pixels (empty, truncated, corrupt, not a JPEG
+    /// or PNG, or larger than the decode limits).
+    #[error("cannot decode {path}: {reason}")]
+    Decode {
+        /// The image file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A line of a class-index, label or subset file that cannot be used.
+    #[error("{path}, line {line}: {reason}")]
+    BadLine {
+        /// The text file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
+
+    /// A class folder, label or subset entry names a class that the class index lacks.
+    #[error("{path}: class {wnid} is not in the class index ({classes} classes)")]
+    UnknownClass {
+        /// The folder or file naming the class.
+        path: PathBuf,
+        /// The class name (WordNet id) found.
+        wnid: String,
+        /// Classes in the index.
+        classes: usize,
+    },
+
+    /// An image in a flat validation folder has no line in the label file.
+    #[error("{image} has no label in {labels}")]
+    Unlabelled {
+        /// The image.
+        image: PathBuf,
+        /// The label file searched.
+        labels: PathBuf,
+    },
+
+    /// Two entries claim the same thing (a class twice in an index, two images with one name).
+    #[error("{path}: {what}")]
+    Duplicate {
+        /// The file or folder holding the duplicates.
+        path: PathBuf,
+        /// What is duplicated.
+        what: String,
+    },
 }
 
 /// Text taken from a file (a member's name, a parser's message quoting header bytes) made safe

@@ -1,5 +1,6 @@
 //! Host-side data for `ltd`: CIFAR-10/100 in the official binary format (folder or `.tar.gz`),
-//! a synthetic CIFAR-10-format set, augmentation, and seeded batching with background prefetch.
+//! a synthetic CIFAR-10-format set, augmentation, and seeded batching with background prefetch;
+//! ImageNet folders decoded and transformed on worker threads ([`imagenet`]).
 //!
 //! Images stay `u8` CHW in memory and become NCHW `f32` in [0, 1] per [`Batch`]; no tensor
 //! library is involved, so the core crate uploads batches to whatever backend it runs.
@@ -10,6 +11,7 @@ pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod error;
+pub mod imagenet;
 pub mod loader;
 mod seeding;
 pub mod synthetic;
@@ -21,5 +23,9 @@ pub use cifar::{
 };
 pub use dataset::{Batch, Dataset, ImageShape};
 pub use error::DataError;
+pub use imagenet::{
+    open_imagenet, ClassIndex, ImageBatches, ImageList, ImageLoader, ImageLoaderConfig,
+    ImageNetOptions, ImageNetSplit, ImageTransform, OnError, SkippedImage,
+};
 pub use loader::{EpochBatches, EvalBatches, Loader, LoaderConfig};
 pub use synthetic::{SyntheticConfig, SyntheticData, SYNTHETIC_CLASSES};

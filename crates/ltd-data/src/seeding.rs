@@ -12,6 +12,7 @@ pub(crate) enum Purpose {
     Augment = 2,
     SyntheticPlan = 3,
     SyntheticImage = 4,
+    ImageAugment = 5,
 }
 
 /// The stream for `(seed, purpose, a, b)`: the four words form the ChaCha key directly.
