@@ -16,18 +16,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use burn::module::AutodiffModule;
 use clap::Parser;
-use common::{evaluate, load_data, say, Model, Stage};
-use ltd::backend::{self, Device, Inner, Train};
-use ltd::core::attacks::ThreatModel;
-use ltd::core::eval::accuracy;
-use ltd::core::eval::autoattack::{AutoAttackConfig, AutoAttackReport};
+use common::load_data;
+use common::side_by_side::{table, Budget, SideBySide, Student};
+use ltd::backend;
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::models::Arch;
-use ltd::core::objectives::{BnOrder, Labels, Natural, Trades, TradesAttack};
-use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
-use ltd::data::Dataset;
+use ltd::core::objectives::BnOrder;
 
 #[derive(Parser)]
 #[command(about = "Teacher, TRADES and TRADES+LTD students, AutoAttack: the paper in miniature")]
@@ -104,16 +99,42 @@ fn run(args: Args) -> anyhow::Result<()> {
         backend::NAME,
         args.out.display()
     );
-    let run = QuickStart {
-        args: &args,
-        arch,
+    let run = SideBySide {
+        out: args.out.clone(),
+        resume: args.resume,
+        resume_hint: "cargo run --release --example quickstart -- --resume".into(),
+        budget: Budget {
+            arch,
+            teacher_epochs: args.teacher_epochs,
+            student_epochs: args.student_epochs,
+            batch_size: args.batch_size,
+            lr: args.lr,
+            lambda: args.lambda,
+            attack_steps: args.attack_steps,
+            n_ex: args.n_ex,
+            seed: args.seed,
+        },
         train,
         test,
         device,
     };
+    let students = [
+        Student {
+            dir: STUDENTS[0].into(),
+            name: "TRADES".into(),
+            tau: None,
+            bn_order: BnOrder::NatAdv,
+        },
+        Student {
+            dir: STUDENTS[1].into(),
+            name: format!("TRADES+LTD (τ = {})", args.tau),
+            tau: Some(args.tau),
+            bn_order: BnOrder::NatAdv,
+        },
+    ];
     let (teacher, teacher_row) = run.teacher()?;
     let mut rows = vec![teacher_row];
-    rows.extend(run.students(teacher)?);
+    rows.extend(run.students(&teacher, &students)?);
     let n_ex = args.n_ex.min(run.test.len());
     println!("\n{}", table(&rows, run.test.len(), n_ex));
     println!(
@@ -154,192 +175,4 @@ fn check_outputs(args: &Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The quick start's settings, data and device.
-struct QuickStart<'a> {
-    args: &'a Args,
-    arch: Arch,
-    train: Dataset,
-    test: Dataset,
-    device: Device,
-}
-
-impl QuickStart<'_> {
-    fn stage(&self, name: &'static str) -> Stage<'static> {
-        Stage {
-            name,
-            dir: self.args.out.join(name),
-            resume: self.args.resume,
-            resume_hint: "cargo run --release --example quickstart -- --resume".into(),
-        }
-    }
-
-    fn config(&self, epochs: usize, label: &str) -> FitConfig {
-        FitConfig {
-            epochs,
-            batch_size: self.args.batch_size,
-            sgd: SgdSettings::default(),
-            schedule: PiecewiseLr {
-                base: self.args.lr,
-                ..PiecewiseLr::cifar(epochs)
-            },
-            awp: None,
-            seed: self.args.seed,
-            eval_images: 0,
-            label: format!("quickstart {label} {}", self.arch),
-        }
-    }
-
-    fn natural(&self, model: &Model) -> anyhow::Result<f64> {
-        Ok(accuracy(&model.valid(), &self.test, 250, &self.device)?.fraction())
-    }
-
-    fn model(&self, seed: u64) -> anyhow::Result<Model> {
-        let classes = self.train.num_classes();
-        Ok(self
-            .arch
-            .init_seeded::<Train>(classes, None, seed, &self.device)?)
-    }
-
-    /// The naturally trained teacher and its row.
-    fn teacher(&self) -> anyhow::Result<(Model, Row)> {
-        let clock = Instant::now();
-        let teacher = self.stage("teacher").train(
-            self.model(self.args.seed)?,
-            &Natural::default(),
-            &self.train,
-            &self.test,
-            &self.config(self.args.teacher_epochs, "teacher"),
-            &self.device,
-        )?;
-        let row = Row {
-            name: "teacher (natural)".into(),
-            natural: self.natural(&teacher)?,
-            report: None,
-            train_seconds: clock.elapsed().as_secs_f64(),
-        };
-        say(format!(
-            "teacher: {:.2}% natural accuracy",
-            100.0 * row.natural
-        ));
-        Ok((teacher, row))
-    }
-
-    /// The TRADES and TRADES+LTD students. They are independent once the teacher exists, so
-    /// they train and are evaluated side by side (small batches leave a CPU core idle
-    /// otherwise); both start from the same weights and see the same batches.
-    fn students(&self, teacher: Model) -> anyhow::Result<Vec<Row>> {
-        let ltd = format!("TRADES+LTD (τ = {})", self.args.tau);
-        let students = [
-            (STUDENTS[0], "TRADES".to_string(), Labels::OneHot),
-            (
-                STUDENTS[1],
-                ltd,
-                Labels::teacher(teacher.valid(), self.args.tau),
-            ),
-        ];
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = students
-                .into_iter()
-                .map(|(dir, name, labels)| scope.spawn(move || self.student(dir, name, labels)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a student thread panicked"))
-                .collect()
-        })
-    }
-
-    /// One student: trained with `labels`, then evaluated with AutoAttack.
-    fn student(
-        &self,
-        dir: &'static str,
-        name: String,
-        labels: Labels<Inner>,
-    ) -> anyhow::Result<Row> {
-        let clock = Instant::now();
-        let objective = Trades::<Train> {
-            beta: self.args.lambda,
-            attack: TradesAttack {
-                steps: self.args.attack_steps,
-                ..TradesAttack::cifar()
-            },
-            labels,
-            bn_order: BnOrder::NatAdv,
-        };
-        let config = self.config(self.args.student_epochs, dir);
-        let model = self.model(self.args.seed + 1)?;
-        let student = self.stage(dir).train(
-            model,
-            &objective,
-            &self.train,
-            &self.test,
-            &config,
-            &self.device,
-        )?;
-        let train_seconds = clock.elapsed().as_secs_f64();
-        say(format!(
-            "{name}: AutoAttack on the first {} test images",
-            self.args.n_ex
-        ));
-        let config =
-            AutoAttackConfig::standard(ThreatModel::cifar_linf()).with_seed(self.args.seed);
-        let report_path = self.args.out.join(dir).join("report.json");
-        let label = format!("{dir} ");
-        let report = evaluate(
-            &label,
-            &student,
-            &self.test,
-            &config,
-            self.args.n_ex,
-            &report_path,
-            self.args.resume,
-        )?;
-        Ok(Row {
-            name,
-            natural: self.natural(&student)?,
-            report: Some(report),
-            train_seconds,
-        })
-    }
-}
-
-/// One line of the table.
-struct Row {
-    name: String,
-    natural: f64,
-    report: Option<AutoAttackReport>,
-    train_seconds: f64,
-}
-
-/// The Markdown table: natural accuracy on the whole test set; clean and per-stage robust
-/// accuracy of AutoAttack on its first images.
-fn table(rows: &[Row], test: usize, n_ex: usize) -> String {
-    let mut out = format!(
-        "| model | natural ({test} images) | clean ({n_ex} images) | APGD-CE | APGD-T | FAB-T | Square = AutoAttack | training | AutoAttack time |\n\
-         |---|---|---|---|---|---|---|---|---|\n"
-    );
-    let pct = |f: f64| format!("{:.1}%", 100.0 * f);
-    for row in rows {
-        let (clean, stages, seconds) = match &row.report {
-            Some(r) => (
-                pct(r.clean_accuracy),
-                r.stages.iter().map(|s| pct(s.robust_accuracy)).collect(),
-                format!(
-                    "{:.0} s",
-                    r.clean_seconds + r.stages.iter().map(|s| s.seconds).sum::<f64>()
-                ),
-            ),
-            None => ("—".into(), vec!["—".to_string(); 4], "—".into()),
-        };
-        out.push_str(&format!(
-            "| {} | {} | {clean} | {} | {:.0} s | {seconds} |\n",
-            row.name,
-            pct(row.natural),
-            stages.join(" | "),
-            row.train_seconds
-        ));
-    }
-    out
 }

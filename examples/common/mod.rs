@@ -4,6 +4,7 @@
 
 pub mod model_args;
 pub mod recipe;
+pub mod side_by_side;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -149,6 +149,13 @@ fn better(a: &Trial, b: &Trial) -> std::cmp::Ordering {
 }
 
 impl SearchReport {
+    /// Writes the report as JSON to `path` and as Markdown beside it (`.json` replaced by
+    /// `.md`), each atomically.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        crate::eval::outputs::ReportPaths::save(path, self, &self.markdown())
+    }
+
     /// Both steps as Markdown tables, with τ_max and τ_best.
     pub fn markdown(&self) -> String {
         let pct = |f: f64| format!("{:.1}%", 100.0 * f);

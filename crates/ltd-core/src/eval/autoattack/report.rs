@@ -108,11 +108,7 @@ impl AutoAttackReport {
     /// replaced by `.md`, see [`ReportPaths`](crate::eval::outputs::ReportPaths)).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let json =
-            serde_json::to_vec_pretty(self).map_err(|e| LtdError::InvalidInput(e.to_string()))?;
-        crate::fs::write_atomic(path, &json)?;
-        let markdown = crate::eval::outputs::ReportPaths::new(path).markdown;
-        crate::fs::write_atomic(&markdown, self.markdown().as_bytes())
+        crate::eval::outputs::ReportPaths::save(path, self, &self.markdown())
     }
 
     /// The report of a finished evaluation's state; `attacks` names the stages' attacks.

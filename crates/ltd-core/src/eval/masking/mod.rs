@@ -264,11 +264,7 @@ impl MaskingReport {
     /// each atomically.
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         let path = path.as_ref();
-        let json =
-            serde_json::to_vec_pretty(self).map_err(|e| LtdError::InvalidInput(e.to_string()))?;
-        crate::fs::write_atomic(path, &json)?;
-        let markdown = crate::eval::outputs::ReportPaths::new(path).markdown;
-        crate::fs::write_atomic(&markdown, self.markdown().as_bytes())
+        crate::eval::outputs::ReportPaths::save(path, self, &self.markdown())
     }
 
     /// The report as Markdown: settings, the ε-sweep, each check with its evidence, the verdict.

@@ -151,6 +151,15 @@ pub struct ReportPaths {
 }
 
 impl ReportPaths {
+    /// Writes `report` as pretty JSON to `json` and `markdown` to the Markdown copy beside it,
+    /// each atomically: how every report of the library is saved.
+    pub fn save(json: &Path, report: &impl serde::Serialize, markdown: &str) -> crate::Result<()> {
+        let bytes = serde_json::to_vec_pretty(report)
+            .map_err(|e| crate::LtdError::InvalidInput(e.to_string()))?;
+        crate::fs::write_atomic(json, &bytes)?;
+        crate::fs::write_atomic(&Self::new(json).markdown, markdown.as_bytes())
+    }
+
     /// The files of the report at `json`.
     pub fn new(json: impl Into<PathBuf>) -> Self {
         let json = json.into();
