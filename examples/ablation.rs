@@ -17,7 +17,8 @@ use std::path::PathBuf;
 use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use common::load_data;
-use common::side_by_side::{table, Budget, SideBySide, Student};
+use common::plot::{Chart, Series};
+use common::side_by_side::{table, Budget, Row, SideBySide, Student};
 use ltd::backend;
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::objectives::BnOrder;
@@ -166,6 +167,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     let path = run.out.join("table.md");
     ltd::core::fs::write_atomic(&path, markdown.as_bytes())?;
     println!("\n{markdown}\ntable written to {}", path.display());
+    if args.table == Table::Tau {
+        let plot = run.out.join("tau.svg");
+        tau_chart(&students, &rows[1..]).save(&plot)?;
+        println!("plot written to {}", plot.display());
+    }
     Ok(())
 }
 
@@ -204,5 +210,33 @@ fn students(args: &Args) -> Vec<Student> {
                 }))
                 .collect()
         }
+    }
+}
+
+/// Natural and AutoAttack accuracy of the LTD rows against τ (the shape of Table 6).
+fn tau_chart(students: &[Student], rows: &[Row]) -> Chart {
+    let at = |value: &dyn Fn(&Row) -> f64| {
+        students
+            .iter()
+            .zip(rows)
+            .filter_map(|(s, r)| s.tau.map(|tau| (tau, value(r))))
+            .collect()
+    };
+    Chart {
+        title: "TRADES+LTD against the teacher's temperature".into(),
+        x_label: "τ".into(),
+        y_label: "accuracy".into(),
+        log_x: true,
+        y_range: Some((0.0, 1.0)),
+        series: vec![
+            Series {
+                name: "natural".into(),
+                points: at(&|r| r.natural),
+            },
+            Series {
+                name: "AutoAttack".into(),
+                points: at(&|r| r.report.as_ref().map_or(f64::NAN, |a| a.robust_accuracy)),
+            },
+        ],
     }
 }

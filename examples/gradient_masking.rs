@@ -17,6 +17,7 @@ use anyhow::bail;
 use burn::module::AutodiffModule;
 use clap::Parser;
 use common::model_args::ModelArgs;
+use common::plot::{Chart, Series};
 use common::{load_data, say, Model, Stage};
 use ltd::backend::{self, Device, Train};
 use ltd::core::attacks::{parse_eps, Norm, ThreatModel};
@@ -172,12 +173,31 @@ fn check(
 
 fn finish(report: &MaskingReport, path: &Path) -> anyhow::Result<()> {
     report.save(path)?;
+    sweep_chart(&[("model", report)]).save(&path.with_extension("svg"))?;
     println!(
-        "\n{}\nreport written to {}",
+        "\n{}\nreport written to {} (and .md, .svg)",
         report.markdown(),
         path.display()
     );
     Ok(())
+}
+
+/// PGD accuracy against ε for each report: a model without masking falls to 0.
+fn sweep_chart(reports: &[(&str, &MaskingReport)]) -> Chart {
+    Chart {
+        title: "Gradient-masking check: accuracy as ε grows".into(),
+        x_label: "ε".into(),
+        y_label: "PGD accuracy".into(),
+        log_x: true,
+        y_range: Some((0.0, 1.0)),
+        series: reports
+            .iter()
+            .map(|(name, r)| Series {
+                name: name.to_string(),
+                points: r.eps_sweep.clone(),
+            })
+            .collect(),
+    }
 }
 
 /// The demo: a natural teacher (also the transfer surrogate), a TRADES+LTD student from it
@@ -256,12 +276,23 @@ fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
         &fit("distilled", args.epochs),
         device,
     )?;
-    let mut verdicts = Vec::new();
-    for (name, model) in [("ltd", &student), ("distilled", &distilled)] {
+    let mut reports = Vec::new();
+    for (name, model) in [("TRADES+LTD", &student), ("distilled", &distilled)] {
         let report = check(args, model, Some(&teacher), &test)?;
-        finish(&report, &args.out.join(name).join("masking.json"))?;
-        verdicts.push(format!("- {name}: {}", report.verdict()));
+        let dir = if name == "distilled" {
+            "distilled"
+        } else {
+            "ltd"
+        };
+        finish(&report, &args.out.join(dir).join("masking.json"))?;
+        reports.push((name, report));
     }
-    println!("\n{}", verdicts.join("\n"));
+    let both: Vec<(&str, &MaskingReport)> = reports.iter().map(|(n, r)| (*n, r)).collect();
+    let plot = args.out.join("eps_sweep.svg");
+    sweep_chart(&both).save(&plot)?;
+    for (name, report) in &reports {
+        println!("- {name}: {}", report.verdict());
+    }
+    println!("ε-sweep of both: {}", plot.display());
     Ok(())
 }

@@ -17,11 +17,14 @@ use std::path::PathBuf;
 use anyhow::bail;
 use burn::module::AutodiffModule;
 use clap::Parser;
+use common::plot::{Chart, Series};
 use common::{epoch_line, load_data, load_weights, say, stop_flag, Model, Stage};
 use ltd::backend::{self, Train};
 use ltd::core::models::Arch;
 use ltd::core::objectives::{teacher_fn, Natural, Trades, TradesAttack};
-use ltd::core::train::{FitConfig, FitTrainer, PiecewiseLr, SgdSettings, TemperatureSearch};
+use ltd::core::train::{
+    FitConfig, FitTrainer, PiecewiseLr, SearchReport, SgdSettings, TemperatureSearch,
+};
 use ltd::core::LtdError;
 
 #[derive(Parser)]
@@ -178,8 +181,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let path = args.out.join("search.json");
     report.save(&path)?;
+    chart(&report).save(&path.with_extension("svg"))?;
     println!(
-        "\n{}\nwritten to {} (and .md)",
+        "\n{}\nwritten to {} (and .md, .svg)",
         report.markdown(),
         path.display()
     );
@@ -191,4 +195,35 @@ fn resume_hint(args: &Args) -> String {
         "cargo run --release --example temperature_search -- --out {} --resume",
         args.out.display()
     )
+}
+
+/// Step 1's natural accuracy and each round's PGD-20 accuracy against τ.
+fn chart(report: &SearchReport) -> Chart {
+    let step1 = Series {
+        name: "step 1: natural".into(),
+        points: report
+            .natural_only
+            .iter()
+            .map(|t| (t.tau, t.natural_accuracy))
+            .collect(),
+    };
+    let rounds = report.rounds.iter().map(|round| {
+        let mut points: Vec<(f64, f64)> = round
+            .iter()
+            .map(|t| (t.tau, t.robust_accuracy.unwrap_or(f64::NAN)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Series {
+            name: format!("{} epochs: PGD-20", round.first().map_or(0, |t| t.epochs)),
+            points,
+        }
+    });
+    Chart {
+        title: "Temperature search".into(),
+        x_label: "τ".into(),
+        y_label: "accuracy".into(),
+        log_x: true,
+        y_range: Some((0.0, 1.0)),
+        series: std::iter::once(step1).chain(rounds).collect(),
+    }
 }

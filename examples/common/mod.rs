@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each example uses its own part
 
 pub mod model_args;
+pub mod plot;
 pub mod recipe;
 pub mod side_by_side;
 
@@ -196,8 +197,43 @@ impl Stage<'_> {
         }
         weights::save(&model, self.model_path())?;
         weights::export_safetensors(&model, self.dir.join("model.safetensors"))?;
+        training_curves(&self.dir.join("log.jsonl"), self.name)?
+            .save(&self.dir.join("curves.svg"))?;
         Ok(model)
     }
+}
+
+/// Loss and accuracies per epoch from a training log (`log.jsonl`, one [`EpochLog`] a line).
+pub fn training_curves(log: &Path, name: &str) -> anyhow::Result<plot::Chart> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let logs: Vec<EpochLog> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("reading {}", log.display()))?;
+    let series = |name: &str, value: &dyn Fn(&EpochLog) -> Option<f64>| plot::Series {
+        name: name.into(),
+        points: logs
+            .iter()
+            .filter_map(|l| value(l).map(|v| (l.epoch as f64, v)))
+            .collect(),
+    };
+    let all = [
+        series("training loss", &|l| Some(l.train.loss)),
+        series("training accuracy", &|l| Some(l.train.train_accuracy)),
+        series("held-out natural", &|l| l.natural_accuracy),
+        series("held-out PGD-20", &|l| l.pgd20_accuracy),
+    ];
+    Ok(plot::Chart {
+        title: format!("{name}: training"),
+        x_label: "epoch".into(),
+        y_label: "loss / accuracy".into(),
+        log_x: false,
+        y_range: None,
+        series: all.into_iter().filter(|s| !s.points.is_empty()).collect(),
+    })
 }
 
 /// One readable line per epoch.
