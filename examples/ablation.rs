@@ -18,7 +18,7 @@ use anyhow::bail;
 use clap::{Parser, ValueEnum};
 use common::load_data;
 use common::plot::{Chart, Series};
-use common::side_by_side::{table, Budget, Row, SideBySide, Student};
+use common::side_by_side::{table, BudgetArgs, Row, SideBySide, Student};
 use ltd::backend;
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::objectives::BnOrder;
@@ -46,30 +46,6 @@ struct Args {
     /// CIFAR data (folder or .tar.gz); the embedded synthetic set if absent.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Synthetic training images.
-    #[arg(long, default_value_t = 2000)]
-    train_size: usize,
-    /// Architecture of teacher and students.
-    #[arg(long, default_value = "wrn-10-1")]
-    arch: String,
-    /// Teacher epochs.
-    #[arg(long, default_value_t = 15)]
-    teacher_epochs: usize,
-    /// Epochs of each student.
-    #[arg(long, default_value_t = 2)]
-    student_epochs: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Initial learning rate.
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
-    /// Weight λ of the KL term.
-    #[arg(long = "lambda", default_value_t = 6.0)]
-    lambda: f64,
-    /// Steps of the students' inner attack.
-    #[arg(long, default_value_t = 5)]
-    attack_steps: usize,
     /// τ of Table 5's students.
     #[arg(long, default_value_t = 5.0)]
     tau: f64,
@@ -83,15 +59,8 @@ struct Args {
     /// Table 5's orders (default: all).
     #[arg(long, value_delimiter = ',')]
     orders: Vec<BnOrder>,
-    /// AutoAttack on the first N test images.
-    #[arg(long, default_value_t = 100)]
-    n_ex: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Device (`default`, `cpu`, `cuda:N`, …).
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    budget: BudgetArgs,
 }
 
 fn main() {
@@ -117,23 +86,20 @@ fn run(args: Args) -> anyhow::Result<()> {
             out.display()
         );
     }
-    if args.n_ex == 0 {
-        bail!("--n-ex must be at least 1");
-    }
-    let device = backend::device(&args.device)?;
+    let device = backend::device(&args.budget.device)?;
     let synthetic = args.data_dir.is_none();
     let (source, train, test) = load_data(
         args.data_dir.as_deref(),
         synthetic,
-        args.train_size,
-        args.seed,
+        args.budget.train_size,
+        args.budget.seed,
         None,
     )?;
     println!(
         "ablation {name}: {source} ({} train / {} test), {}, backend {}, output {}",
         train.len(),
         test.len(),
-        args.arch,
+        args.budget.arch,
         backend::NAME,
         out.display()
     );
@@ -145,17 +111,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         ),
         out,
         resume: args.resume,
-        budget: Budget {
-            arch: args.arch.parse()?,
-            teacher_epochs: args.teacher_epochs,
-            student_epochs: args.student_epochs,
-            batch_size: args.batch_size,
-            lr: args.lr,
-            lambda: args.lambda,
-            attack_steps: args.attack_steps,
-            n_ex: args.n_ex,
-            seed: args.seed,
-        },
+        budget: args.budget.budget()?,
         train,
         test,
         device,
@@ -163,7 +119,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (teacher, teacher_row) = run.teacher()?;
     let mut rows = vec![teacher_row];
     rows.extend(run.students(&teacher, &students)?);
-    let markdown = table(&rows, run.test.len(), args.n_ex.min(run.test.len()));
+    let markdown = table(&rows, run.test.len(), args.budget.n_ex.min(run.test.len()));
     let path = run.out.join("table.md");
     ltd::core::fs::write_atomic(&path, markdown.as_bytes())?;
     println!("\n{markdown}\ntable written to {}", path.display());

@@ -18,10 +18,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Parser;
 use common::load_data;
-use common::side_by_side::{table, Budget, SideBySide, Student};
+use common::side_by_side::{table, BudgetArgs, SideBySide, Student};
 use ltd::backend;
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
-use ltd::core::models::Arch;
 use ltd::core::objectives::BnOrder;
 
 #[derive(Parser)]
@@ -34,42 +33,11 @@ struct Args {
     /// Continue an interrupted run in --out.
     #[arg(long)]
     resume: bool,
-    /// Architecture of teacher and students (wrn-DEPTH-WIDTH).
-    #[arg(long, default_value = "wrn-10-1")]
-    arch: String,
-    /// Synthetic training images.
-    #[arg(long, default_value_t = 2000)]
-    train_size: usize,
-    /// Teacher epochs.
-    #[arg(long, default_value_t = 5)]
-    teacher_epochs: usize,
-    /// Epochs of each student.
-    #[arg(long, default_value_t = 1)]
-    student_epochs: usize,
-    /// Batch size.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Initial learning rate.
-    #[arg(long, default_value_t = 0.05)]
-    lr: f64,
     /// LTD temperature.
     #[arg(long, default_value_t = 5.0)]
     tau: f64,
-    /// Weight λ of the KL term.
-    #[arg(long = "lambda", default_value_t = 6.0)]
-    lambda: f64,
-    /// Steps of the students' inner attack (the paper: 10).
-    #[arg(long, default_value_t = 5)]
-    attack_steps: usize,
-    /// AutoAttack on the first N test images.
-    #[arg(long, default_value_t = 100)]
-    n_ex: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Device (`default`, `cpu`, `cuda:N`, …).
-    #[arg(long, default_value = "default")]
-    device: String,
+    #[command(flatten)]
+    budget: BudgetArgs,
 }
 
 /// The students' folders in --out.
@@ -85,15 +53,15 @@ fn main() {
 fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
     check_outputs(&args)?;
-    let device = backend::device(&args.device)?;
-    let arch: Arch = args.arch.parse()?;
-    let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
+    let device = backend::device(&args.budget.device)?;
+    let (_, train, test) = load_data(None, true, args.budget.train_size, args.budget.seed, None)?;
     if !args.resume && args.out.exists() {
         std::fs::remove_dir_all(&args.out)
             .with_context(|| format!("clearing {}", args.out.display()))?;
     }
     println!(
-        "quickstart: {arch}, {} train / {} test synthetic images, backend {}, output {}",
+        "quickstart: {}, {} train / {} test synthetic images, backend {}, output {}",
+        args.budget.arch,
         train.len(),
         test.len(),
         backend::NAME,
@@ -103,17 +71,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         out: args.out.clone(),
         resume: args.resume,
         resume_hint: "cargo run --release --example quickstart -- --resume".into(),
-        budget: Budget {
-            arch,
-            teacher_epochs: args.teacher_epochs,
-            student_epochs: args.student_epochs,
-            batch_size: args.batch_size,
-            lr: args.lr,
-            lambda: args.lambda,
-            attack_steps: args.attack_steps,
-            n_ex: args.n_ex,
-            seed: args.seed,
-        },
+        budget: args.budget.budget()?,
         train,
         test,
         device,
@@ -135,7 +93,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let (teacher, teacher_row) = run.teacher()?;
     let mut rows = vec![teacher_row];
     rows.extend(run.students(&teacher, &students)?);
-    let n_ex = args.n_ex.min(run.test.len());
+    let n_ex = args.budget.n_ex.min(run.test.len());
     println!("\n{}", table(&rows, run.test.len(), n_ex));
     println!(
         "total {:.0} s; reports and weights in {}",
@@ -157,9 +115,6 @@ fn check_outputs(args: &Args) -> anyhow::Result<()> {
         }
     }
     plan.check()?;
-    if args.n_ex == 0 {
-        bail!("--n-ex must be at least 1");
-    }
     if !args.resume && args.out.exists() {
         let foreign = std::fs::read_dir(&args.out)
             .with_context(|| format!("reading {}", args.out.display()))?

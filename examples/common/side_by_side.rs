@@ -17,6 +17,64 @@ use ltd::data::Dataset;
 
 use super::{evaluate, say, Model, Stage};
 
+/// The flags of a comparison's budget.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BudgetArgs {
+    /// Architecture of teacher and students (wrn-DEPTH-WIDTH).
+    #[arg(long, default_value = "wrn-10-1")]
+    pub arch: String,
+    /// Synthetic training images.
+    #[arg(long, default_value_t = 2000)]
+    pub train_size: usize,
+    /// Teacher epochs.
+    #[arg(long, default_value_t = 15)]
+    pub teacher_epochs: usize,
+    /// Epochs of each student.
+    #[arg(long, default_value_t = 2)]
+    pub student_epochs: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Initial learning rate (divided by 10 after 2/3 and 5/6 of the epochs).
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Weight λ of the KL term.
+    #[arg(long = "lambda", default_value_t = 6.0)]
+    pub lambda: f64,
+    /// Steps of the students' inner attack (the paper: 10).
+    #[arg(long, default_value_t = 5)]
+    pub attack_steps: usize,
+    /// AutoAttack on the first N test images.
+    #[arg(long, default_value_t = 100)]
+    pub n_ex: usize,
+    /// Seed of data, initial weights and attacks.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Device (`default`, `cpu`, `cuda:N`, …).
+    #[arg(long, default_value = "default")]
+    pub device: String,
+}
+
+impl BudgetArgs {
+    /// The budget these flags describe.
+    pub fn budget(&self) -> anyhow::Result<Budget> {
+        if self.n_ex == 0 {
+            anyhow::bail!("--n-ex must be at least 1");
+        }
+        Ok(Budget {
+            arch: self.arch.parse()?,
+            teacher_epochs: self.teacher_epochs,
+            student_epochs: self.student_epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lambda: self.lambda,
+            attack_steps: self.attack_steps,
+            n_ex: self.n_ex,
+            seed: self.seed,
+        })
+    }
+}
+
 /// The budget every model of a comparison shares.
 pub struct Budget {
     /// Teacher and students.

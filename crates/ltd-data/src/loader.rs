@@ -47,6 +47,24 @@ impl Default for LoaderConfig {
     }
 }
 
+/// Batches of `batch_size` in an epoch of `n` images (a last partial one unless `drop_last`).
+pub(crate) fn batch_count(n: usize, batch_size: usize, drop_last: bool) -> usize {
+    if drop_last {
+        n / batch_size
+    } else {
+        n.div_ceil(batch_size)
+    }
+}
+
+/// The order of `n` images in `epoch`: a shuffle drawn from `(seed, epoch)` alone, or as stored.
+pub(crate) fn epoch_order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        order.shuffle(&mut derived_rng(seed, Purpose::EpochOrder, epoch, 0));
+    }
+    order
+}
+
 /// Training batches for any epoch, reproducible from the seed.
 #[derive(Clone, Debug)]
 pub struct Loader {
@@ -83,26 +101,21 @@ impl Loader {
 
     /// Batches in every epoch.
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
-        if self.config.drop_last {
-            n / b
-        } else {
-            n.div_ceil(b)
-        }
+        batch_count(
+            self.dataset.len(),
+            self.config.batch_size,
+            self.config.drop_last,
+        )
     }
 
     /// The dataset indices of `epoch` in the order they will be served (before `drop_last`).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
-        if self.config.shuffle {
-            order.shuffle(&mut derived_rng(
-                self.config.seed,
-                Purpose::EpochOrder,
-                epoch,
-                0,
-            ));
-        }
-        order
+        epoch_order(
+            self.dataset.len(),
+            self.config.shuffle,
+            self.config.seed,
+            epoch,
+        )
     }
 
     /// The batches of `epoch`, prepared on a background thread. Dropping the iterator early

@@ -12,8 +12,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
-use rand::seq::SliceRandom;
-
 use super::decode::{read_image, DecodeLimits};
 use super::folder::ImageList;
 use super::transform::ImageTransform;
@@ -135,26 +133,21 @@ impl ImageLoader {
     /// Batches in every epoch (before skipped images; a batch whose images all fail is left
     /// out).
     pub fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.list.len(), self.config.batch_size);
-        if self.config.drop_last {
-            n / b
-        } else {
-            n.div_ceil(b)
-        }
+        crate::loader::batch_count(
+            self.list.len(),
+            self.config.batch_size,
+            self.config.drop_last,
+        )
     }
 
     /// The list indices of `epoch` in the order they will be served (before `drop_last`).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.list.len()).collect();
-        if self.config.shuffle {
-            order.shuffle(&mut derived_rng(
-                self.config.seed,
-                Purpose::EpochOrder,
-                epoch,
-                0,
-            ));
-        }
-        order
+        crate::loader::epoch_order(
+            self.list.len(),
+            self.config.shuffle,
+            self.config.seed,
+            epoch,
+        )
     }
 
     /// The batches of `epoch`. Dropping the iterator early stops the workers.

@@ -7,6 +7,9 @@ use super::{Check, MaskingConfig, MaskingReport, Status};
 /// to exactly 1, and the cross-entropy's gradient (p − one-hot) to exactly 0.
 const F32_ROUNDS_TO_ONE: f64 = 1.0 / (1u64 << 25) as f64;
 
+/// Mean absolute input gradient per pixel below which it is lost in f32 rounding.
+const VANISHING_PER_PIXEL: f64 = 1e-10;
+
 fn share(images: &[PerImage], robust: impl Fn(&PerImage) -> bool) -> f64 {
     images.iter().filter(|i| robust(i)).count() as f64 / images.len().max(1) as f64
 }
@@ -44,7 +47,6 @@ pub(super) fn report(
         gradients_nonzero(images),
         softmax_not_saturated(&config, images),
         iterative_beats_single_step(images),
-        margin_loss_finds_no_more(&config, images),
         more_steps_do_not_help(&config, images),
         large_eps_breaks_everything(&config, &eps_sweep),
         black_box_finds_nothing_new(&config, images, white_box),
@@ -88,19 +90,24 @@ fn logits_not_probabilities(logits: &[f32], images: usize) -> Check {
     )
 }
 
-/// Input gradients of the cross-entropy must not vanish on the clean points (the reference flags
-/// any exactly zero gradient).
+/// Input gradients of the cross-entropy must not vanish on the clean points: the reference flags
+/// any exactly zero gradient; a mean magnitude below 1e-10 per pixel (f32 rounding noise against
+/// healthy values around 1e-3) is flagged when a tenth of the images have it.
 fn gradients_nonzero(images: &[PerImage]) -> Check {
     let zero = images.iter().filter(|i| !(i.gradient_l1 > 0.0)).count();
+    let vanishing = images
+        .iter()
+        .filter(|i| !(i.gradient_l1 / i.pixels as f64 >= VANISHING_PER_PIXEL))
+        .count();
     let mut norms: Vec<f64> = images.iter().map(|i| i.gradient_l1).collect();
     norms.sort_by(f64::total_cmp);
     let median = norms.get(norms.len() / 2).copied().unwrap_or(0.0);
     check(
         "input gradients do not vanish",
-        zero > 0,
+        zero > 0 || vanishing * 10 >= images.len().max(1),
         format!(
-            "{zero} of {} images have an exactly zero (or non-finite) cross-entropy gradient; \
-             median L1 norm {median:.2e}",
+            "{zero} of {} images have an exactly zero (or non-finite) cross-entropy gradient, \
+             {vanishing} one below 1e-10 per pixel; median L1 norm {median:.2e}",
             images.len()
         ),
     )
@@ -132,23 +139,6 @@ fn iterative_beats_single_step(images: &[PerImage]) -> Check {
         "iterative attacks beat single-step ones",
         pgd > fgsm,
         format!("FGSM leaves {}, PGD {}", pct(fgsm), pct(pgd)),
-    )
-}
-
-/// Cross-entropy's gradient vanishes where the softmax saturates, the margin's does not: if the
-/// margin loss breaks many more images, the cross-entropy attacks were misled (Carlini & Wagner).
-fn margin_loss_finds_no_more(config: &MaskingConfig, images: &[PerImage]) -> Check {
-    let (pgd, margin) = (share(images, |i| i.pgd), share(images, |i| i.margin));
-    check(
-        "a margin loss finds no more than cross-entropy",
-        pgd - margin > config.max_gain_of_more_steps,
-        format!(
-            "PGD-{} leaves {} with cross-entropy, {} with the margin loss (limit {} points)",
-            config.steps,
-            pct(pgd),
-            pct(margin),
-            100.0 * config.max_gain_of_more_steps
-        ),
     )
 }
 

@@ -27,8 +27,6 @@ pub(super) struct PerImage {
     pub correct: bool,
     pub fgsm: bool,
     pub pgd: bool,
-    /// Robust to PGD on the margin loss (scale-invariant where cross-entropy saturates).
-    pub margin: bool,
     /// Robust to PGD and to every long restart.
     pub long: bool,
     /// Robust at each ε of the sweep.
@@ -40,6 +38,8 @@ pub(super) struct PerImage {
     pub transfer: Option<bool>,
     /// L1 norm of the input gradient of the cross-entropy at the clean point.
     pub gradient_l1: f64,
+    /// Values per image (C·H·W), to read the norm per pixel.
+    pub pixels: usize,
     /// 1 − the top softmax probability, computed in f64 from the logits.
     pub top_gap: f64,
 }
@@ -86,6 +86,7 @@ where
 
     let fgsm = attack(&Fgsm::new(threat), 0, 0)?;
     let pgd = attack(&config.pgd(threat, config.steps), stream::PGD, 0)?;
+    // The margin loss keeps its gradient where a saturated softmax zeroes cross-entropy's.
     let margin_pgd = Pgd {
         loss: PgdLoss::Margin,
         ..config.pgd(threat, config.steps)
@@ -133,6 +134,8 @@ where
         }
         None => None,
     };
+    let [_, c, h, w] = x.dims();
+    let pixels = c * h * w;
     let gradient_l1 = read_floats(grad.abs().flatten::<2>(1, 3).sum_dim(1))?;
     let top_gap = top_gaps(logits)?;
     Ok((0..clean.len())
@@ -140,13 +143,13 @@ where
             correct: clean[i],
             fgsm: fgsm[i],
             pgd: pgd[i],
-            margin: margin[i],
             long: long[i],
             sweep: sweep.iter().map(|s| s[i]).collect(),
             white_box: white_box[i],
             square: square[i],
             transfer: transfer.as_ref().map(|t| t[i]),
             gradient_l1: gradient_l1[i] as f64,
+            pixels,
             top_gap: top_gap[i],
         })
         .collect())

@@ -56,8 +56,7 @@ pub struct MaskingConfig {
     pub batch_size: usize,
     /// Seed of every random start.
     pub seed: u64,
-    /// Flag when the long restarts, or the margin loss, lower the accuracy of PGD by more than
-    /// this (0.05).
+    /// Flag when the long restarts lower the accuracy of PGD by more than this (0.05).
     pub max_gain_of_more_steps: f64,
     /// Flag when the largest ε of the sweep leaves more than this accuracy (0.02).
     pub max_accuracy_at_largest_eps: f64,
