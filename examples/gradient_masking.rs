@@ -45,9 +45,9 @@ struct Args {
     /// The embedded synthetic data; without --checkpoint, train the LTD / distillation contrast.
     #[arg(long)]
     synthetic: bool,
-    /// Check the first N test images.
-    #[arg(long, default_value_t = 500)]
-    n_ex: usize,
+    /// Check the first N test images (default 500; the demo's 100).
+    #[arg(long)]
+    n_ex: Option<usize>,
     /// Radius: a fraction (8/255) or a decimal (0.031).
     #[arg(long, default_value = "8/255", value_parser = parse_eps)]
     eps: f64,
@@ -57,12 +57,12 @@ struct Args {
     /// Steps of the PGD runs.
     #[arg(long, default_value_t = 20)]
     steps: usize,
-    /// Steps of the long PGD runs.
-    #[arg(long, default_value_t = 100)]
-    long_steps: usize,
-    /// Long PGD runs (random restarts).
-    #[arg(long, default_value_t = 5)]
-    restarts: usize,
+    /// Steps of the long PGD runs (default 100; the demo's 50).
+    #[arg(long)]
+    long_steps: Option<usize>,
+    /// Long PGD runs, from random restarts (default 5; the demo's 1).
+    #[arg(long)]
+    restarts: Option<usize>,
     /// Square queries on the points the white-box attacks leave.
     #[arg(long, default_value_t = 1000)]
     square_queries: usize,
@@ -133,15 +133,15 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The checks' settings from the flags.
-fn settings(args: &Args) -> MaskingConfig {
+fn settings(args: &Args, demo: bool) -> MaskingConfig {
     MaskingConfig {
         threat: ThreatModel {
             norm: args.norm,
             eps: args.eps,
         },
         steps: args.steps,
-        long_steps: args.long_steps,
-        restarts: args.restarts,
+        long_steps: args.long_steps.unwrap_or(if demo { 50 } else { 100 }),
+        restarts: args.restarts.unwrap_or(if demo { 1 } else { 5 }),
         square_queries: args.square_queries,
         batch_size: args.batch_size,
         seed: args.seed,
@@ -162,9 +162,11 @@ fn check(
             model.num_classes()
         );
     }
-    let images = test.take(args.n_ex.min(test.len()));
+    let demo = args.model.checkpoint.is_none();
+    let n_ex = args.n_ex.unwrap_or(if demo { 100 } else { 500 });
+    let images = test.take(n_ex.min(test.len()));
     say(format!("checking {} images …", images.len()));
-    let config = settings(args);
+    let config = settings(args, demo);
     Ok(match surrogate {
         Some(s) => config.evaluate_with_surrogate(model, s, &images)?,
         None => config.evaluate(model, &images)?,

@@ -7,8 +7,9 @@
 //! cargo run --release --example quickstart
 //! ```
 //!
-//! The budget is tiny (a few thousand images, one student epoch, a 5-step inner attack), so the
-//! numbers show the pipeline working, not the paper's result; `cifar10_ltd` runs the real recipe.
+//! The budget is tiny (2,000 images, two student epochs, a 5-step inner attack), so the numbers
+//! show the pipeline working, not the paper's result; `cifar10_ltd` runs the real recipe and
+//! `ablation` the paper's comparisons on one teacher.
 
 mod common;
 

@@ -81,8 +81,9 @@ impl Chart {
         let (mut x0, mut x1) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
             (a.min(fx(p.0)), b.max(fx(p.0)))
         });
+        // Fitted ranges start at 0 (accuracies and losses are read against it).
         let (mut y0, mut y1) = self.y_range.unwrap_or_else(|| {
-            points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            points().fold((0.0, f64::NEG_INFINITY), |(a, b), p| {
                 (a.min(p.1), b.max(p.1))
             })
         });
