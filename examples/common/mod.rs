@@ -242,8 +242,14 @@ pub fn epoch_line(name: &str, log: &EpochLog, epochs: usize) -> String {
         (Some(n), Some(r)) => format!(", held-out natural {n:.4} PGD-20 {r:.4}"),
         _ => String::new(),
     };
+    // 0 epochs: the total is unknown to the caller.
+    let of = if epochs == 0 {
+        String::new()
+    } else {
+        format!("/{epochs}")
+    };
     format!(
-        "{name} epoch {:>3}/{epochs}: loss {:.4}, train acc {:.4}{held_out}, lr {:.2e}, {:.1}s",
+        "{name} epoch {:>3}{of}: loss {:.4}, train acc {:.4}{held_out}, lr {:.2e}, {:.1}s",
         log.epoch, log.train.loss, log.train.train_accuracy, log.train.lr, log.train.seconds
     )
 }

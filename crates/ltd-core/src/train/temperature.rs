@@ -227,7 +227,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> FitTrainer<'_, B, M> {
         let dir = self.dir.join(&name);
         let done = dir.join("trial.json");
         if done.exists() {
-            return read_trial(&done);
+            let finished = read_finished(&done)?;
+            if finished.config != config {
+                return Err(LtdError::InvalidConfig(format!(
+                    "{} was trained with other settings ({}); give the search another folder",
+                    done.display(),
+                    finished.config.label
+                )));
+            }
+            return Ok(finished.trial);
         }
         if config.eval_images == 0 {
             return Err(LtdError::InvalidConfig(
@@ -273,10 +281,11 @@ impl<B: AutodiffBackend, M: AttackModel<B>> FitTrainer<'_, B, M> {
             natural_accuracy: last.natural_accuracy.unwrap_or(0.0),
             robust_accuracy: last.pgd20_accuracy,
         };
-        let json =
-            serde_json::to_vec_pretty(&trial).map_err(|e| LtdError::InvalidInput(e.to_string()))?;
+        let finished = Finished { config, trial };
+        let json = serde_json::to_vec_pretty(&finished)
+            .map_err(|e| LtdError::InvalidInput(e.to_string()))?;
         crate::fs::write_atomic(&done, &json)?;
-        Ok(trial)
+        Ok(finished.trial)
     }
 }
 
@@ -312,7 +321,10 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Trainer for FitTrainer<'_, B, M> {
                 base: self.config.schedule.base,
                 ..super::PiecewiseLr::cifar(epochs)
             },
-            label: format!("{} LTD τ={tau}", self.config.label),
+            label: format!(
+                "{} LTD τ={tau} β={} {:?} {}",
+                self.config.label, self.ltd.beta, self.ltd.attack, self.ltd.bn_order
+            ),
             ..self.config.clone()
         };
         self.trial(
@@ -324,7 +336,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Trainer for FitTrainer<'_, B, M> {
     }
 }
 
-fn read_trial(path: &Path) -> Result<Trial> {
+/// A finished trial as `trial.json` keeps it: with the settings it was trained with, so that a
+/// search with other settings does not take it for its own.
+#[derive(Serialize, Deserialize)]
+struct Finished {
+    config: FitConfig,
+    trial: Trial,
+}
+
+fn read_finished(path: &Path) -> Result<Finished> {
     let bytes = std::fs::read(path).map_err(|e| LtdError::io(path, e))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| LtdError::InvalidInput(format!("{}: {e}", path.display())))
