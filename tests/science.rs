@@ -184,6 +184,10 @@ fn a_temperature_that_flattens_the_soft_labels_is_infeasible_and_trials_resume()
         trained_epochs,
         "a finished trial was trained again"
     );
+    // A search with other settings does not take those trials for its own.
+    trainer.config.epochs = 5;
+    let error = search.run(&mut trainer).unwrap_err().to_string();
+    assert!(error.contains("trained with other settings"), "{error}");
 }
 
 /// A WRN-10-1 trained by the library on the synthetic data: `cargo run --release --example
