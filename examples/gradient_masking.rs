@@ -205,12 +205,14 @@ fn sweep_chart(reports: &[(&str, &MaskingReport)]) -> Chart {
 /// The demo: a natural teacher (also the transfer surrogate), a TRADES+LTD student from it
 /// (τ = 5, 5-step inner attack), and defensive distillation's two networks at `--temperature`;
 /// then the checks on the student and on the distilled network.
-fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
-    let mut plan = OutputPlan::new();
-    plan.resuming(args.resume)
-        .output("--out", &args.out, OutputKind::Folder);
-    plan.check()?;
-    let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
+/// The demo's networks, trained (or resumed) in `--out`: the natural teacher, the TRADES+LTD
+/// student it teaches, and the defensively distilled network.
+fn contrast(
+    args: &Args,
+    train: &Dataset,
+    test: &Dataset,
+    device: &Device,
+) -> anyhow::Result<[Model; 3]> {
     let arch = Arch::WRN_10_1;
     let t = args.temperature;
     let fit = |name: &str, epochs| FitConfig {
@@ -241,8 +243,8 @@ fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
     let teacher = stage("teacher").train(
         init(args.seed)?,
         &Natural::default(),
-        &train,
-        &test,
+        train,
+        test,
         &fit("teacher", args.epochs),
         device,
     )?;
@@ -257,27 +259,37 @@ fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
     let student = stage("ltd").train(
         init(args.seed + 1)?,
         &ltd,
-        &train,
-        &test,
+        train,
+        test,
         &fit("ltd", args.student_epochs),
         device,
     )?;
     let first = stage("distillation-teacher").train(
         init(args.seed + 2)?,
         &Natural::distillation_teacher(t),
-        &train,
-        &test,
+        train,
+        test,
         &fit("distillation teacher", args.epochs),
         device,
     )?;
     let distilled = stage("distilled").train(
         init(args.seed + 3)?,
         &Natural::<Train>::distillation_student(teacher_fn(first.valid()), t),
-        &train,
-        &test,
+        train,
+        test,
         &fit("distilled", args.epochs),
         device,
     )?;
+    Ok([teacher, student, distilled])
+}
+
+fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
+    let mut plan = OutputPlan::new();
+    plan.resuming(args.resume)
+        .output("--out", &args.out, OutputKind::Folder);
+    plan.check()?;
+    let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
+    let [teacher, student, distilled] = contrast(args, &train, &test, device)?;
     let mut reports = Vec::new();
     for (name, model) in [("TRADES+LTD", &student), ("distilled", &distilled)] {
         let report = check(args, model, Some(&teacher), &test)?;

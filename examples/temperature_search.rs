@@ -19,13 +19,14 @@ use burn::module::AutodiffModule;
 use clap::Parser;
 use common::plot::{Chart, Series};
 use common::{epoch_line, load_data, load_weights, say, stop_flag, Model, Stage};
-use ltd::backend::{self, Train};
+use ltd::backend::{self, Device, Train};
 use ltd::core::models::Arch;
 use ltd::core::objectives::{teacher_fn, Natural, Trades, TradesAttack};
 use ltd::core::train::{
     FitConfig, FitTrainer, PiecewiseLr, SearchReport, SgdSettings, TemperatureSearch,
 };
 use ltd::core::LtdError;
+use ltd::data::Dataset;
 
 #[derive(Parser)]
 #[command(about = "The two-step temperature search of LTD (§4.3)")]
@@ -130,26 +131,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         ..FitConfig::default()
     };
     let init = || arch.init_seeded::<Train>(classes, None, args.seed + 1, &device);
-    let teacher: Model = match &args.teacher {
-        Some(path) => load_weights(arch.init::<Train>(classes, None, &device)?, path, &device)?,
-        None => Stage {
-            name: "teacher",
-            dir: args.out.join("teacher"),
-            resume: args.resume,
-            resume_hint: resume_hint(&args),
-        }
-        .train(
-            arch.init_seeded::<Train>(classes, None, args.seed, &device)?,
-            &Natural::default(),
-            &train,
-            &test,
-            &FitConfig {
-                eval_images: 0,
-                ..config(args.teacher_epochs)
-            },
-            &device,
-        )?,
+    let teacher_config = FitConfig {
+        eval_images: 0,
+        ..config(args.teacher_epochs)
     };
+    let teacher = teacher(&args, arch, (&train, &test), &teacher_config, &device)?;
     let mut on_epoch =
         |trial: &str, log: &ltd::core::train::EpochLog| say(epoch_line(trial, log, 0));
     let mut trainer = FitTrainer::<Train, Model> {
@@ -188,6 +174,34 @@ fn run(args: Args) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// `--teacher`, or a teacher trained naturally in `<out>/teacher` (resumable).
+fn teacher(
+    args: &Args,
+    arch: Arch,
+    (train, test): (&Dataset, &Dataset),
+    config: &FitConfig,
+    device: &Device,
+) -> anyhow::Result<Model> {
+    let classes = train.num_classes();
+    match &args.teacher {
+        Some(path) => load_weights(arch.init::<Train>(classes, None, device)?, path, device),
+        None => Stage {
+            name: "teacher",
+            dir: args.out.join("teacher"),
+            resume: args.resume,
+            resume_hint: resume_hint(args),
+        }
+        .train(
+            arch.init_seeded::<Train>(classes, None, args.seed, device)?,
+            &Natural::default(),
+            train,
+            test,
+            config,
+            device,
+        ),
+    }
 }
 
 fn resume_hint(args: &Args) -> String {

@@ -84,35 +84,14 @@ where
         still_correct(&victim, x_adv, y.clone(), &clean)
     };
 
-    let fgsm = attack(&Fgsm::new(threat), 0, 0)?;
-    let pgd = attack(&config.pgd(threat, config.steps), stream::PGD, 0)?;
-    // The margin loss keeps its gradient where a saturated softmax zeroes cross-entropy's.
-    let margin_pgd = Pgd {
-        loss: PgdLoss::Margin,
-        ..config.pgd(threat, config.steps)
-    };
-    let margin = attack(&margin_pgd, stream::PGD, 1)?;
-    let mut long = pgd.clone();
-    for k in 0..config.restarts as u64 {
-        let robust = attack(&config.pgd(threat, config.long_steps), stream::LONG, k)?;
-        long = and(&long, &robust);
-    }
-    let mut sweep = Vec::with_capacity(config.eps_multiples.len());
-    for (k, m) in config.eps_multiples.iter().enumerate() {
-        let scaled = ThreatModel {
-            eps: threat.eps * m,
-            ..threat
-        };
-        sweep.push(attack(
-            &config.pgd(scaled, config.steps),
-            stream::SWEEP,
-            k as u64,
-        )?);
-    }
-    let nominal = config.nominal_index();
-    let white_box: Vec<bool> = (0..clean.len())
-        .map(|i| fgsm[i] && pgd[i] && margin[i] && long[i] && nominal.is_none_or(|k| sweep[k][i]))
-        .collect();
+    let found = white_box::<B, M>(config, &clean, &attack)?;
+    let WhiteBox {
+        fgsm,
+        pgd,
+        long,
+        sweep,
+        all: white_box,
+    } = found;
     let square = square_on(
         config,
         model,
@@ -153,6 +132,62 @@ where
             top_gap: top_gap[i],
         })
         .collect())
+}
+
+/// What the white-box attacks at ε leave robust, per image.
+struct WhiteBox {
+    fgsm: Vec<bool>,
+    pgd: Vec<bool>,
+    /// PGD and every long restart.
+    long: Vec<bool>,
+    /// At each ε of the sweep.
+    sweep: Vec<Vec<bool>>,
+    /// Every attack at ε: FGSM, PGD on cross-entropy and on the margin, the long runs, the sweep
+    /// at ε itself.
+    all: Vec<bool>,
+}
+
+/// Runs the white-box attacks through `attack(attack, stream, k)`, which returns which images
+/// stay robust.
+fn white_box<B: AutodiffBackend, M: AttackModel<B>>(
+    config: &MaskingConfig,
+    clean: &[bool],
+    attack: &dyn Fn(&dyn Attack<B, M>, u64, u64) -> Result<Vec<bool>>,
+) -> Result<WhiteBox> {
+    let threat = config.threat;
+    let fgsm = attack(&Fgsm::new(threat), 0, 0)?;
+    let pgd = attack(&config.pgd(threat, config.steps), stream::PGD, 0)?;
+    // The margin loss keeps its gradient where a saturated softmax zeroes cross-entropy's.
+    let margin_pgd = Pgd {
+        loss: PgdLoss::Margin,
+        ..config.pgd(threat, config.steps)
+    };
+    let margin = attack(&margin_pgd, stream::PGD, 1)?;
+    let mut long = pgd.clone();
+    for k in 0..config.restarts as u64 {
+        let robust = attack(&config.pgd(threat, config.long_steps), stream::LONG, k)?;
+        long = and(&long, &robust);
+    }
+    let mut sweep = Vec::with_capacity(config.eps_multiples.len());
+    for (k, m) in config.eps_multiples.iter().enumerate() {
+        let scaled = ThreatModel {
+            eps: threat.eps * m,
+            ..threat
+        };
+        let pgd = config.pgd(scaled, config.steps);
+        sweep.push(attack(&pgd, stream::SWEEP, k as u64)?);
+    }
+    let nominal = config.nominal_index();
+    let all = (0..clean.len())
+        .map(|i| fgsm[i] && pgd[i] && margin[i] && long[i] && nominal.is_none_or(|k| sweep[k][i]))
+        .collect();
+    Ok(WhiteBox {
+        fgsm,
+        pgd,
+        long,
+        sweep,
+        all,
+    })
 }
 
 /// Square on the images every white-box attack left robust; the others stay as they are.
