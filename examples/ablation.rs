@@ -49,12 +49,8 @@ struct Args {
     /// τ of Table 5's students.
     #[arg(long, default_value_t = 5.0)]
     tau: f64,
-    /// Table 6's temperatures.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,2,3,5,8,10,12,15,20,50"
-    )]
+    /// Table 6's temperatures (the paper's Table 6).
+    #[arg(long, value_delimiter = ',', default_value = common::PAPER_TAUS)]
     taus: Vec<f64>,
     /// Table 5's orders (default: all).
     #[arg(long, value_delimiter = ',')]

@@ -52,12 +52,8 @@ struct Args {
     /// Epochs of the teacher, when it is trained here.
     #[arg(long, default_value_t = 15)]
     teacher_epochs: usize,
-    /// Candidate temperatures.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "1,2,3,5,8,10,12,15,20,50"
-    )]
+    /// Candidate temperatures (the paper's Table 6).
+    #[arg(long, value_delimiter = ',', default_value = common::PAPER_TAUS)]
     taus: Vec<f64>,
     /// Natural accuracy a natural-only student must keep (step 1's threshold).
     #[arg(long, default_value_t = 0.8)]

@@ -20,6 +20,9 @@ use ltd::core::train::{fit, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, 
 use ltd::core::{weights, LtdError};
 use ltd::data::{load_cifar_auto, CifarKind, Dataset, Split, SyntheticConfig};
 
+/// The temperatures of the paper's Table 6, as a `--taus` default.
+pub const PAPER_TAUS: &str = "1,2,3,5,8,10,12,15,20,50";
+
 /// The model type every example trains.
 pub type Model = Network<Train>;
 
