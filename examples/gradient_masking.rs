@@ -291,13 +291,11 @@ fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
     let (_, train, test) = load_data(None, true, args.train_size, args.seed, None)?;
     let [teacher, student, distilled] = contrast(args, &train, &test, device)?;
     let mut reports = Vec::new();
-    for (name, model) in [("TRADES+LTD", &student), ("distilled", &distilled)] {
+    for (name, dir, model) in [
+        ("TRADES+LTD", "ltd", &student),
+        ("distilled", "distilled", &distilled),
+    ] {
         let report = check(args, model, Some(&teacher), &test)?;
-        let dir = if name == "distilled" {
-            "distilled"
-        } else {
-            "ltd"
-        };
         finish(&report, &args.out.join(dir).join("masking.json"))?;
         reports.push((name, report));
     }
