@@ -1,6 +1,7 @@
-//! The direct definition of a convolution's taps, summed in `f64`, and the GEMM kernels'
-//! gradients checked against it.
+//! The direct definition of a convolution's taps, summed in `f64`, and the GEMM kernels
+//! (forward and both gradients) checked against it.
 
+use super::forward::forward;
 use super::input_grad::input_grad;
 use super::kernels::{weight_grad, ConvShape};
 
@@ -50,6 +51,28 @@ pub(super) fn cases() -> impl Iterator<Item = ConvShape> {
         })
 }
 
+/// Shapes that stress the forward's edges: a rectangular kernel with unequal strides, a kernel
+/// wider than the padded border reaches, padding wider than the image, stride 2 with a 7×7
+/// kernel.
+fn odd_cases() -> impl Iterator<Item = ConvShape> {
+    [
+        ([2, 3], [1, 2], [1, 0]),
+        ([3, 3], [1, 1], [3, 3]),
+        ([7, 7], [2, 2], [3, 3]),
+    ]
+    .into_iter()
+    .map(|(kernel, stride, padding)| ConvShape {
+        batch: 3,
+        channels_in: 2,
+        height: 7,
+        width: 9,
+        channels_out: 4,
+        kernel,
+        stride,
+        padding,
+    })
+}
+
 /// `len` values in [-1, 1] in a fixed, irregular pattern.
 pub(super) fn pattern(len: usize, step: usize, modulo: usize) -> Vec<f32> {
     let half = (modulo / 2) as f32;
@@ -71,18 +94,21 @@ pub(super) fn assert_close(shape: &ConvShape, got: &[f32], want: &[f64]) {
 }
 
 #[test]
-fn both_gradients_match_the_definition() {
-    for shape in cases() {
+fn the_forward_and_both_gradients_match_the_definition() {
+    for shape in cases().chain(odd_cases()) {
         let [oh, ow] = shape.output().unwrap();
         let x = pattern(3 * 2 * 7 * 9, 37, 101);
         let weight = pattern(4 * shape.patch(), 37, 101);
         let dy = pattern(3 * 4 * oh * ow, 53, 97);
         let mut want_dw = vec![0.0f64; shape.channels_out * shape.patch()];
         let mut want_dx = vec![0.0f64; x.len()];
+        let mut want_y = vec![0.0f64; dy.len()];
         each_tap(&shape, |i, w, y| {
+            want_y[y] += x[i] as f64 * weight[w] as f64;
             want_dw[w] += x[i] as f64 * dy[y] as f64;
             want_dx[i] += dy[y] as f64 * weight[w] as f64;
         });
+        assert_close(&shape, &forward(&shape, &x, &weight).unwrap(), &want_y);
         assert_close(&shape, &weight_grad(&shape, &x, &dy).unwrap(), &want_dw);
         assert_close(&shape, &input_grad(&shape, &weight, &dy).unwrap(), &want_dx);
     }

@@ -1,12 +1,12 @@
-//! The Flex fast path: a custom autodiff operation for `Autodiff<Flex>` whose backward computes
-//! the weight gradient with [`kernels::weight_grad`] instead of Burn's generic default (Flex
-//! does not override `conv2d_weight_backward`) and the input gradient with
-//! [`input_grad::input_grad`] instead of Flex's sequential `conv_transpose2d`. The forward stays
-//! Flex's own `conv2d`.
+//! The Flex fast path. The forward is [`forward::forward`] (im2col + GEMM per image, straight on
+//! NCHW) on `Flex` and `Autodiff<Flex>` alike; on `Autodiff<Flex>` it is a custom autodiff
+//! operation whose backward computes the weight gradient with [`kernels::weight_grad`] instead
+//! of Burn's generic default (Flex does not override `conv2d_weight_backward`) and the input
+//! gradient with [`input_grad::input_grad`] instead of Flex's sequential `conv_transpose2d`.
 //!
-//! Models are generic over `B: Backend`, so the operation is reached by a run-time type check:
-//! tensors of the model's `B` are moved through `Box<dyn Any>` and downcast to
-//! `Tensor<Autodiff<Flex>, 4>`; any other backend gets the tensors back untouched.
+//! Models are generic over `B: Backend`, so the path is reached by a run-time type check:
+//! tensors of the model's `B` are moved through `Box<dyn Any>` and downcast to `Tensor<Flex, 4>`
+//! or `Tensor<Autodiff<Flex>, 4>`; any other backend gets the tensors back untouched.
 
 use std::any::{Any, TypeId};
 
@@ -23,6 +23,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
 use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
+use super::forward;
 use super::input_grad;
 use super::kernels::{self, ConvShape};
 
@@ -51,30 +52,89 @@ fn same<T: 'static, U: 'static>(value: T) -> U {
 }
 
 /// The `[top, left, bottom, right]` padding of `conv` when the fast path takes it: `B` is
-/// `Autodiff<Flex>`, one group, no dilation, explicit or no padding.
+/// `Flex` or `Autodiff<Flex>`, one group, no dilation, explicit or no padding.
 pub(super) fn supported<B: Backend>(conv: &Conv2d<B>) -> Option<[usize; 4]> {
     let padding = match conv.padding {
         PaddingConfig2d::Valid => [0; 4],
         PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
         PaddingConfig2d::Same => return None,
     };
-    let fast = TypeId::of::<B>() == TypeId::of::<Fast>() && conv.groups == 1;
-    (fast && conv.dilation == [1, 1]).then_some(padding)
+    let backend = TypeId::of::<B>();
+    let fast = backend == TypeId::of::<Fast>() || backend == TypeId::of::<Flex>();
+    (fast && conv.groups == 1 && conv.dilation == [1, 1]).then_some(padding)
 }
 
-/// `conv` applied to `x` on the fast path when `B` is `Autodiff<Flex>` and the layer is one the
-/// path supports (one group, no dilation, explicit or no padding); `Err(x)` otherwise.
+/// `conv` applied to `x` on the fast path when `B` is `Flex` or `Autodiff<Flex>` and the layer
+/// is one the path supports (one group, no dilation, explicit or no padding); `Err(x)`
+/// otherwise.
 pub(super) fn try_forward<B: Backend>(
     conv: &Conv2d<B>,
     x: Tensor<B, 4>,
 ) -> Result<Tensor<B, 4>, Tensor<B, 4>> {
-    let Some([top, left, bottom, right]) = supported(conv) else {
+    let Some(padding) = supported(conv) else {
         return Err(x);
     };
-    let x: Tensor<Fast, 4> = cast(x)?;
-    let weight: Tensor<Fast, 4> = same(conv.weight.val());
+    let bias = conv.bias.as_ref().map(|b| b.val());
+    let y = if TypeId::of::<B>() == TypeId::of::<Fast>() {
+        same(apply::<Fast>(
+            same(x),
+            same(conv.weight.val()),
+            bias.map(same),
+            conv.stride,
+            padding,
+        ))
+    } else {
+        same(apply::<Flex>(
+            same(x),
+            same(conv.weight.val()),
+            bias.map(same),
+            conv.stride,
+            padding,
+        ))
+    };
+    Ok(y)
+}
+
+/// A backend with a bias-free convolution faster than Burn's for the layers [`supported`]
+/// accepts.
+trait FastConv: Backend {
+    fn conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self>;
+}
+
+impl FastConv for Flex {
+    fn conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        flex_conv(x, weight, options)
+    }
+}
+
+impl FastConv for Fast {
+    fn conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        conv2d(x, weight, options)
+    }
+}
+
+/// The convolution `x ⋆ weight + bias` with `padding` `[top, left, bottom, right]`.
+fn apply<K: FastConv>(
+    x: Tensor<K, 4>,
+    weight: Tensor<K, 4>,
+    bias: Option<Tensor<K, 1>>,
+    stride: [usize; 2],
+    [top, left, bottom, right]: [usize; 4],
+) -> Tensor<K, 4> {
     // Asymmetric padding (DeepMind's stride-2 "same") is applied up front, as Burn's own
-    // `conv2d` does; autodiff then carries its gradient.
+    // `conv2d` does; on an autodiff backend the pad carries its gradient.
     let (x, padding) = if top == bottom && left == right {
         (x, [top, left])
     } else {
@@ -83,21 +143,19 @@ pub(super) fn try_forward<B: Backend>(
             [0, 0],
         )
     };
-    let options = ConvOptions::new(conv.stride, padding, [1, 1], 1);
-    let y = Tensor::<Fast, 4>::from_primitive(TensorPrimitive::Float(conv2d(
+    let options = ConvOptions::new(stride, padding, [1, 1], 1);
+    let y = Tensor::<K, 4>::from_primitive(TensorPrimitive::Float(K::conv(
         x.into_primitive().tensor(),
         weight.into_primitive().tensor(),
         options,
     )));
-    let y = match &conv.bias {
+    match bias {
         Some(bias) => {
-            let bias: Tensor<Fast, 1> = same(bias.val());
             let channels = bias.dims()[0];
             y + bias.reshape([1, channels, 1, 1])
         }
         None => y,
-    };
-    Ok(same(y))
+    }
 }
 
 /// The bias-free convolution as one autodiff node with [`Conv2dBackward`] as its backward.
@@ -114,12 +172,32 @@ fn conv2d(
         OpsKind::Tracked(mut prep) => {
             let x_state = prep.checkpoint(&x);
             let weight_state = prep.checkpoint(&weight);
-            let y = Flex::conv2d(x.primitive, weight.primitive, None, options.clone());
+            let y = flex_conv(x.primitive, weight.primitive, options.clone());
             prep.finish((x_state, weight_state, options), y)
         }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(Flex::conv2d(x.primitive, weight.primitive, None, options))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(flex_conv(x.primitive, weight.primitive, options)),
+    }
+}
+
+/// The forward convolution by [`forward::forward`] for `f32` data, by Flex's own for anything
+/// else.
+fn flex_conv(
+    x: FloatTensor<Flex>,
+    weight: FloatTensor<Flex>,
+    options: ConvOptions<2>,
+) -> FloatTensor<Flex> {
+    let shape = conv_shape(&x, &weight, &options);
+    let (xc, wc) = (x.to_contiguous(), weight.to_contiguous());
+    let fast = match (xc.as_slice::<f32>(), wc.as_slice::<f32>()) {
+        (Some(xs), Some(ws)) => forward::forward(&shape, xs, ws),
+        _ => None,
+    };
+    match (fast, shape.output()) {
+        (Some(values), Some([oh, ow])) => FlexTensor::from_data(TensorData::new(
+            values,
+            [shape.batch, shape.channels_out, oh, ow],
+        )),
+        _ => Flex::conv2d(x, weight, None, options),
     }
 }
 

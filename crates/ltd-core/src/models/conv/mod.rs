@@ -1,21 +1,26 @@
 //! The one 2-D convolution every model calls, so a backend can get a faster path than Burn's
 //! generic one without the models naming it.
 //!
-//! With the `flex` feature, on `Autodiff<Flex>` the weight gradient is computed by im2row + GEMM
-//! (see `kernels`) instead of Burn's default, which Flex does not override and which was the
-//! largest cost of a training step on the CPU, and the input gradient by GEMM + row2im
-//! (`input_grad`), parallel over images. Every other backend, and every layer the fast
-//! path does not cover (grouped, dilated or `Same`-padded convolutions), calls
-//! [`Conv2d::forward`] exactly as before.
+//! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is im2col + GEMM straight
+//! on NCHW images (`forward`, `patches`), and on `Autodiff<Flex>` the weight gradient is
+//! im2col + GEMM (`kernels`) instead of Burn's default, which Flex does not override and which
+//! was the largest cost of a training step on the CPU, and the input gradient GEMM + col2im
+//! (`input_grad`); all parallel over images. Every other backend, and every layer the fast path
+//! does not cover (grouped, dilated or `Same`-padded convolutions), calls [`Conv2d::forward`]
+//! exactly as before.
 
 #[cfg(all(test, feature = "flex"))]
 mod definition;
 #[cfg(feature = "flex")]
 mod flex;
 #[cfg(feature = "flex")]
+mod forward;
+#[cfg(feature = "flex")]
 mod input_grad;
 #[cfg(feature = "flex")]
 mod kernels;
+#[cfg(feature = "flex")]
+mod patches;
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::{backend::Backend, Tensor};

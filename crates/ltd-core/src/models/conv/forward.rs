@@ -1,0 +1,52 @@
+//! The forward 2-D convolution on contiguous `f32` NCHW buffers, as im2col + GEMM per image.
+//!
+//! `Y[n] = W · cols[n]` (see [`super::patches`]): the patch matrix is built straight from the
+//! NCHW image, so neither the input nor the output changes layout, and the GEMM writes the NCHW
+//! output in place. Images run in parallel, each thread reusing its patch buffer; a large image
+//! is cut into bands of output rows that keep the buffer in cache. Flex's own forward turns the input NHWC, builds its
+//! patches value by value in freshly allocated tiles and scatters each tile's result back.
+
+use rayon::prelude::*;
+
+use super::kernels::{matmul, ConvShape, Layout};
+use super::patches::{band_rows, im2col};
+
+/// Most `f32`s in one band's patch matrix (1 MiB), so that the GEMM finds it in cache.
+pub(super) const BAND_BUDGET: usize = 1 << 18;
+
+/// `Y` `[N, C_out, OH, OW]` from `x` `[N, C_in, H, W]` and the OIHW `weight`, without bias, or
+/// `None` when the buffers do not match `shape`.
+pub(crate) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Vec<f32>> {
+    let [oh, ow] = shape.output()?;
+    let image_in = shape.channels_in * shape.height * shape.width;
+    let image_out = shape.channels_out * oh * ow;
+    if x.len() != shape.batch * image_in || weight.len() != shape.channels_out * shape.patch() {
+        return None;
+    }
+    let mut y = vec![0.0; shape.batch * image_out];
+    if y.is_empty() {
+        return Some(y);
+    }
+    let band = band_rows(shape, BAND_BUDGET);
+    // With fewer images than threads, each GEMM gets the threads the images leave idle.
+    let parallel = shape.batch < rayon::current_num_threads();
+    y.par_chunks_mut(image_out)
+        .zip(x.par_chunks(image_in))
+        .for_each_init(Vec::new, |cols, (out, image)| {
+            for first in (0..oh).step_by(band) {
+                let rows = band.min(oh - first);
+                cols.resize(shape.patch() * rows * ow, 0.0);
+                im2col(shape, image, first..first + rows, cols);
+                let columns = rows * ow;
+                let dst = Layout::strided(shape.channels_out, columns, oh * ow, 1);
+                matmul(
+                    (&mut out[first * ow..], dst),
+                    false,
+                    (weight, Layout::row_major(shape.channels_out, shape.patch())),
+                    (cols, Layout::row_major(shape.patch(), columns)),
+                    parallel,
+                );
+            }
+        });
+    Some(y)
+}

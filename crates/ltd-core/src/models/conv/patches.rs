@@ -1,0 +1,90 @@
+//! The patch matrix of one CHW image over a band of output rows, and its adjoint.
+//!
+//! Row `(c, ky, kx)` of the matrix holds, for every output pixel of the band, the input value
+//! that tap reads (zero in the padding); with the OIHW weight as the `[C_out, (c, ky, kx)]`
+//! matrix, `W · cols` is the band of the convolution's NCHW output. For a stride-1 layer each
+//! row is a run of shifted input-row copies, so building it (im2col) and adding it back onto
+//! an image (col2im, for the input gradient) are a few `memcpy`s and vector adds per row.
+
+use std::ops::Range;
+
+use super::kernels::ConvShape;
+
+/// Output rows per band: within `budget` `f32`s of patch matrix, at least one.
+pub(super) fn band_rows(shape: &ConvShape, budget: usize) -> usize {
+    let [oh, ow] = shape.output().unwrap_or([0, 0]);
+    (budget / (shape.patch() * ow).max(1)).clamp(1, oh.max(1))
+}
+
+/// Walks the `ow`-long segments of the band's patch matrix — one per (tap row, output row) —
+/// calling `visit(row, band_row, input, valid)`: the segment's row `(c, ky, kx)` of the matrix
+/// and output row within the band, the CHW offset of the input value its first valid column
+/// reads (`None` when the whole segment is padding), and the columns `valid` that read inside
+/// the image (consecutive columns read input values `stride` apart).
+fn segments(
+    shape: &ConvShape,
+    rows: Range<usize>,
+    mut visit: impl FnMut(usize, usize, Option<usize>, Range<usize>),
+) {
+    let [_, ow] = shape.output().unwrap_or([0, 0]);
+    let (h, w) = (shape.height, shape.width);
+    let [kh, kw] = shape.kernel;
+    let [sy, sx] = shape.stride;
+    let [py, px] = shape.padding;
+    let taps = (0..shape.channels_in)
+        .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))));
+    for (row, (c, ky, kx)) in taps.enumerate() {
+        // Output columns whose input column `ox·sx + kx − px` lies inside the image.
+        let first = px.saturating_sub(kx).div_ceil(sx).min(ow);
+        let last = (w + px).saturating_sub(kx).div_ceil(sx).clamp(first, ow);
+        for (band_row, oy) in rows.clone().enumerate() {
+            let iy = (oy * sy + ky).checked_sub(py);
+            let iy = iy.filter(|&iy| iy < h && first < last);
+            let input = iy.map(|iy| (c * h + iy) * w + first * sx + kx - px);
+            visit(row, band_row, input, first..last);
+        }
+    }
+}
+
+/// Fills `cols` with the patch matrix of output rows `rows` of `image`.
+pub(super) fn im2col(shape: &ConvShape, image: &[f32], rows: Range<usize>, cols: &mut [f32]) {
+    let [_, ow] = shape.output().unwrap_or([0, 0]);
+    let (sx, span) = (shape.stride[1], rows.len() * ow);
+    segments(shape, rows, |row, band_row, input, valid| {
+        let start = row * span + band_row * ow;
+        let out = &mut cols[start..start + ow];
+        let Some(input) = input else {
+            out.fill(0.0);
+            return;
+        };
+        out[..valid.start].fill(0.0);
+        out[valid.end..].fill(0.0);
+        let len = valid.len();
+        let out = &mut out[valid];
+        if sx == 1 {
+            out.copy_from_slice(&image[input..input + len]);
+        } else {
+            let taps = image[input..].iter().step_by(sx);
+            out.iter_mut().zip(taps).for_each(|(o, v)| *o = *v);
+        }
+    });
+}
+
+/// Adds the patch matrix `cols` of output rows `rows` back onto the values of `image` it was
+/// read from (the adjoint of [`im2col`]); columns in the padding are dropped.
+pub(super) fn col2im(shape: &ConvShape, cols: &[f32], rows: Range<usize>, image: &mut [f32]) {
+    let [_, ow] = shape.output().unwrap_or([0, 0]);
+    let (sx, span) = (shape.stride[1], rows.len() * ow);
+    segments(shape, rows, |row, band_row, input, valid| {
+        let Some(input) = input else { return };
+        let segment = row * span + band_row * ow;
+        let from = &cols[segment + valid.start..segment + valid.end];
+        if sx == 1 {
+            let to = &mut image[input..input + from.len()];
+            to.iter_mut().zip(from).for_each(|(t, f)| *t += f);
+        } else {
+            let to = image[input..].iter_mut().step_by(sx);
+            to.zip(from).for_each(|(t, f)| *t += f);
+        }
+    });
+}
