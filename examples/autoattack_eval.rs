@@ -1,11 +1,18 @@
-//! Evaluate a checkpoint with AutoAttack on CIFAR-format test data, as RobustBench does: the
-//! first `--n-ex` test images, a Markdown table on stdout and a JSON report.
+//! Evaluate a checkpoint with AutoAttack on CIFAR-format test data or an ImageNet folder, as
+//! RobustBench does: the first `--n-ex` test images, a Markdown table on stdout and a JSON
+//! report.
 //!
 //! ```text
 //! cargo run --release --example autoattack_eval -- --checkpoint model.safetensors \
 //!     --arch wrn-16-2 --num-classes 10 --data-dir DIR --n-ex 500 --eps 8/255 --norm linf \
 //!     --batch-size 250 --report out.json
+//! cargo run --release --example autoattack_eval --features cuda -- --checkpoint rn50.pt \
+//!     --arch resnet50 --num-classes 1000 --normalize imagenet --data-dir /data/imagenet \
+//!     --subset imagenet_5000.txt --n-ex 5000 --eps 4/255 --batch-size 128 --report rn50.json
 //! ```
+//!
+//! An ImageNet root (a folder with `val/`) is read file by file, `Resize(256)` +
+//! `CenterCrop(224)` as torchvision evaluates, so only a batch is ever in memory.
 //!
 //! Long runs: `--resume` continues from the state file written after every batch;
 //! `--shard K/N` evaluates one slice; `--merge a.json b.json … --report all.json` joins shards.
@@ -15,25 +22,31 @@ mod common;
 use std::ops::Range;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
 use common::model_args::ModelArgs;
 use ltd::backend;
 use ltd::core::attacks::{parse_eps, ThreatModel};
 use ltd::core::eval::autoattack::{
-    self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
+    self, AttackName, AutoAttackConfig, AutoAttackReport, Images, RunOptions, Shard,
 };
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
-use ltd::data::{load_cifar_auto, Dataset, Split, SyntheticConfig};
+use ltd::data::{
+    load_cifar_auto, open_imagenet, Dataset, ImageFiles, ImageNetOptions, ImageNetSplit, Split,
+    SyntheticConfig,
+};
 
 #[derive(Parser)]
-#[command(about = "AutoAttack evaluation of a checkpoint on CIFAR-format test data")]
+#[command(about = "AutoAttack evaluation of a checkpoint on CIFAR-format test data or ImageNet")]
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Folder (or .tar.gz) with CIFAR-10 `test_batch.bin` or CIFAR-100 `test.bin`.
+    /// Folder (or .tar.gz) with CIFAR-10 `test_batch.bin` or CIFAR-100 `test.bin`, or an
+    /// ImageNet root holding `val/` (class folders, or flat with a label file).
     #[arg(long, conflicts_with = "synthetic")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    imagenet: ImageNetArgs,
     /// Use the embedded synthetic test set instead of `--data-dir`.
     #[arg(long)]
     synthetic: bool,
@@ -76,6 +89,34 @@ struct Args {
     device: String,
 }
 
+/// Options for an ImageNet `--data-dir`.
+#[derive(clap::Args)]
+struct ImageNetArgs {
+    /// ImageNet: the class order (one wnid per line, or torchvision's JSON); default: the sorted
+    /// folder names of `train/` (else `val/`).
+    #[arg(long)]
+    class_index: Option<PathBuf>,
+    /// ImageNet: labels of a flat `val/` (`LOC_val_solution.csv` or `val.txt`); default: found
+    /// beside the root.
+    #[arg(long)]
+    val_labels: Option<PathBuf>,
+    /// ImageNet: evaluate only the images this file lists, in its order (RobustBench's 5,000).
+    #[arg(long)]
+    subset: Option<PathBuf>,
+    /// ImageNet: shorter side after resizing.
+    #[arg(long, default_value_t = 256)]
+    resize: usize,
+    /// ImageNet: side of the centre crop the model sees.
+    #[arg(long, default_value_t = 224)]
+    crop: usize,
+}
+
+/// The images to attack.
+enum TestData {
+    Cifar(Dataset),
+    Files(ImageFiles),
+}
+
 fn main() {
     common::exit_on_error(run(Args::parse()));
 }
@@ -87,9 +128,34 @@ fn run(args: Args) -> anyhow::Result<()> {
     check_outputs(&args)?;
     let device = backend::device(&args.device)?;
     let config = settings(&args)?;
-    let test = test_data(&args)?;
-    let range = images(&args, test.len())?;
-    let model = args.model.load(&device)?;
+    match test_data(&args)? {
+        TestData::Cifar(test) => {
+            let shape = test.shape();
+            evaluate(
+                &args,
+                &config,
+                &device,
+                &test,
+                [shape.channels, shape.height, shape.width],
+            )
+        }
+        TestData::Files(files) => {
+            let size = files.size();
+            evaluate(&args, &config, &device, &files, [3, size, size])
+        }
+    }
+}
+
+/// Runs AutoAttack on `test` (images of `shape`) and writes what was asked for.
+fn evaluate<I: Images>(
+    args: &Args,
+    config: &AutoAttackConfig,
+    device: &backend::Device,
+    test: &I,
+    shape: [usize; 3],
+) -> anyhow::Result<()> {
+    let range = images(args, test.len())?;
+    let model = args.model.load(device)?;
     println!(
         "{} on images {}..{} ({}), {} ε = {}, backend {}",
         args.model.arch,
@@ -111,10 +177,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         on_progress: Some(&mut on_progress),
         ..Default::default()
     };
-    let outcome = autoattack::run(&config, &model, &test, range, options)?;
+    let outcome = autoattack::run(config, &model, test, range, options)?;
     if let Some(path) = &args.save_adversarial {
-        let shape = test.shape();
-        let shape = [shape.channels, shape.height, shape.width];
         autoattack::save_adversarial(path, &outcome.adversarial, shape)?;
         println!(
             "saved {} adversarial examples to {}",
@@ -187,21 +251,37 @@ fn settings(args: &Args) -> anyhow::Result<AutoAttackConfig> {
     Ok(config)
 }
 
-/// The test set: `--data-dir` or the embedded synthetic one, with `--num-classes` classes.
-fn test_data(args: &Args) -> anyhow::Result<Dataset> {
-    let test = if args.synthetic {
-        SyntheticConfig::default().generate()?.test
-    } else {
-        let dir = args
-            .data_dir
-            .as_ref()
-            .context("give --data-dir (CIFAR test data) or --synthetic")?;
-        load_cifar_auto(dir, Split::Test)?.1
+/// The test set: `--data-dir` (CIFAR or ImageNet) or the embedded synthetic one, with
+/// `--num-classes` classes.
+fn test_data(args: &Args) -> anyhow::Result<TestData> {
+    let (test, classes) = match &args.data_dir {
+        _ if args.synthetic => {
+            let test = SyntheticConfig::default().generate()?.test;
+            let classes = test.num_classes();
+            (TestData::Cifar(test), classes)
+        }
+        None => bail!("give --data-dir (CIFAR test data or an ImageNet root) or --synthetic"),
+        Some(dir) if dir.join("val").is_dir() => {
+            let a = &args.imagenet;
+            let options = ImageNetOptions {
+                class_index: a.class_index.clone(),
+                val_labels: a.val_labels.clone(),
+                subset: a.subset.clone(),
+            };
+            let list = open_imagenet(dir, ImageNetSplit::Val, &options)?;
+            let classes = list.classes().len();
+            let files = ImageFiles::new(list, a.resize, a.crop, Default::default())?;
+            (TestData::Files(files), classes)
+        }
+        Some(dir) => {
+            let test = load_cifar_auto(dir, Split::Test)?.1;
+            let classes = test.num_classes();
+            (TestData::Cifar(test), classes)
+        }
     };
-    if test.num_classes() != args.model.num_classes {
+    if classes != args.model.num_classes {
         bail!(
-            "the data has {} classes but --num-classes is {}",
-            test.num_classes(),
+            "the data has {classes} classes but --num-classes is {}",
             args.model.num_classes
         );
     }

@@ -748,3 +748,47 @@ fn every_float_survives_the_json_round_trip() {
     let json = serde_json::to_vec(&report).unwrap();
     assert_eq!(AutoAttackReport::from_json(&json).unwrap(), report);
 }
+
+#[test]
+fn image_files_evaluate_as_the_same_pixels_held_in_memory() {
+    use ltd::core::eval::autoattack::{Images, LabelledImages};
+    use ltd::data::{open_imagenet, ImageFiles, ImageNetOptions, ImageNetSplit};
+    let (model, data) = problem();
+    // The 60 images as PNG files in an ImageNet-style `val/<class>/` tree.
+    let root = tempfile::tempdir().unwrap();
+    for i in 0..data.len() {
+        let batch = data.batch(&[i]).unwrap();
+        let folder = root.path().join(format!("val/c{}", batch.labels[0]));
+        std::fs::create_dir_all(&folder).unwrap();
+        let plane = 32 * 32;
+        let hwc: Vec<u8> = (0..3 * plane)
+            .map(|k| (batch.images[(k % 3) * plane + k / 3] * 255.0).round() as u8)
+            .collect();
+        let png = image::RgbImage::from_raw(32, 32, hwc).unwrap();
+        png.save(folder.join(format!("image_{i:03}.png"))).unwrap();
+    }
+    let list = open_imagenet(root.path(), ImageNetSplit::Val, &ImageNetOptions::default());
+    let files = ImageFiles::new(list.unwrap(), 32, 32, Default::default()).unwrap();
+    let all: Vec<usize> = (0..files.len()).collect();
+    let (x, y) = Images::batch::<B>(&files, &all, &Default::default()).unwrap();
+    let held = LabelledImages::from_tensors(x, y).unwrap();
+    let report = |images: &dyn Fn() -> Result<autoattack::Outcome, ltd::core::LtdError>| {
+        images().unwrap().report
+    };
+    let none = || RunOptions::default();
+    let from_files =
+        report(&|| autoattack::run_attacks(&config(), &attacks(), &model, &files, 0..60, none()));
+    let from_memory =
+        report(&|| autoattack::run_attacks(&config(), &attacks(), &model, &held, 0..60, none()));
+    assert!(from_files.robust_accuracy < from_files.clean_accuracy);
+    assert_eq!(from_files.clean_mask, from_memory.clean_mask);
+    assert_eq!(from_files.robust_mask, from_memory.robust_mask);
+    // The digest covers the files: one changed byte is another data set.
+    let before = files.digest();
+    let first = &files.list().entries()[0].path;
+    let mut bytes = std::fs::read(first).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(first, bytes).unwrap();
+    assert_ne!(files.digest(), before);
+}

@@ -24,7 +24,7 @@ pub use cifar::{
 pub use dataset::{Batch, Dataset, ImageShape};
 pub use error::DataError;
 pub use imagenet::{
-    open_imagenet, ClassIndex, ImageBatches, ImageList, ImageLoader, ImageLoaderConfig,
+    open_imagenet, ClassIndex, ImageBatches, ImageFiles, ImageList, ImageLoader, ImageLoaderConfig,
     ImageNetOptions, ImageNetSplit, ImageTransform, OnError, SkippedImage,
 };
 pub use loader::{EpochBatches, EvalBatches, Loader, LoaderConfig};

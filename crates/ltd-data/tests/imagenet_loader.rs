@@ -10,7 +10,7 @@ use std::time::Duration;
 use imagenet_common::{build_tree, fixture_bytes, fixture_text, max_diff};
 use ltd_data::imagenet::RandomResizedCrop;
 use ltd_data::{
-    open_imagenet, Batch, DataError, ImageLoader, ImageLoaderConfig, ImageNetOptions,
+    open_imagenet, Batch, DataError, ImageFiles, ImageLoader, ImageLoaderConfig, ImageNetOptions,
     ImageNetSplit, ImageTransform, OnError,
 };
 
@@ -217,4 +217,47 @@ fn eval_batches_equal_torchvision_within_2() {
         }
     }
     assert_eq!(seen, 6);
+}
+
+#[test]
+fn evaluation_files_give_the_loaders_pixels_and_fail_on_a_bad_file() {
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    let eval = ImageTransform::Eval {
+        resize: 32,
+        crop: 31,
+    };
+    let config = ImageLoaderConfig {
+        shuffle: false,
+        on_error: OnError::Skip,
+        ..config(eval, 2)
+    };
+    let loader = loader(dir.path(), ImageNetSplit::Train, config);
+    let files = ImageFiles::new(loader.list().clone(), 32, 31, Default::default()).unwrap();
+    assert_eq!((files.len(), files.size()), (9, 31));
+    let mut epoch = loader.epoch(0);
+    let mut compared = 0;
+    for batch in epoch.by_ref() {
+        let batch = batch.unwrap();
+        // Any order of indices: the same images, labels and pixels, bit for bit.
+        let reversed: Vec<usize> = batch.indices.iter().rev().copied().collect();
+        let mine = files.batch(&reversed).unwrap();
+        assert_eq!(mine.shape, batch.shape);
+        assert_eq!(mine.indices, reversed);
+        let plane = 3 * 31 * 31;
+        for (k, image) in batch.images.chunks_exact(plane).enumerate() {
+            let j = batch.len() - 1 - k;
+            assert_eq!(&mine.images[j * plane..(j + 1) * plane], image);
+            assert_eq!(mine.labels[j], batch.labels[k]);
+        }
+        compared += batch.len();
+    }
+    assert_eq!(compared, 7);
+    // The truncated file is an error naming it, not a skipped image.
+    let bad = &epoch.skipped()[0];
+    let error = files.batch(&[0, bad.index]).unwrap_err().to_string();
+    let name = bad.path.file_name().unwrap().to_string_lossy();
+    assert!(error.contains(name.as_ref()), "{error}");
+    assert!(files.batch(&[9]).is_err());
+    assert!(ImageFiles::new(loader.list().clone(), 32, 0, Default::default()).is_err());
 }

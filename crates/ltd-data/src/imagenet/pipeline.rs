@@ -242,7 +242,7 @@ impl EpochJob {
 }
 
 /// Appends an HWC u8 image as CHW f32 in [0, 1].
-fn append_chw(out: &mut Vec<f32>, hwc: &[u8], pixels: usize) {
+pub(super) fn append_chw(out: &mut Vec<f32>, hwc: &[u8], pixels: usize) {
     let base = out.len();
     out.resize(base + 3 * pixels, 0.0);
     let (r, rest) = out[base..].split_at_mut(pixels);

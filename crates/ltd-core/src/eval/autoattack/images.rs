@@ -1,9 +1,10 @@
-//! What an evaluation attacks: a [`Dataset`] (8-bit images, as CIFAR stores them) or labelled
-//! images a caller already holds as tensors ([`LabelledImages`]).
+//! What an evaluation attacks: a [`Dataset`] (8-bit images, as CIFAR stores them), image files
+//! decoded batch by batch ([`ImageFiles`], ImageNet) or labelled images a caller already holds
+//! as tensors ([`LabelledImages`]).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use ltd_data::Dataset;
+use ltd_data::{Dataset, ImageFiles};
 
 use super::identity::data_digest;
 use crate::tensors::{batch_tensors, read_floats, read_ints};
@@ -48,6 +49,51 @@ impl Images for Dataset {
         device: &B::Device,
     ) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
         Ok(batch_tensors::<B>(&Dataset::batch(self, indices)?, device))
+    }
+}
+
+impl Images for ImageFiles {
+    fn len(&self) -> usize {
+        ImageFiles::len(self)
+    }
+
+    fn pixels_per_image(&self) -> usize {
+        3 * self.size() * self.size()
+    }
+
+    /// Over the transform, and every file's label and bytes: reading them all once is much
+    /// cheaper than decoding them, and any change to a file changes the digest.
+    fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"ltd image files 1\0");
+        for v in [self.resize(), self.size(), self.len()] {
+            hash.update((v as u64).to_le_bytes());
+        }
+        for entry in self.list().entries() {
+            hash.update((entry.label as u64).to_le_bytes());
+            // An unreadable file hashes as its error; the batch that needs it then fails.
+            let bytes = std::fs::read(&entry.path).map_err(|e| e.to_string());
+            let (tag, bytes) = match &bytes {
+                Ok(b) => (0u8, b.as_slice()),
+                Err(e) => (1u8, e.as_bytes()),
+            };
+            hash.update([tag]);
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        }
+        data_encoding::HEXLOWER.encode(&hash.finalize())
+    }
+
+    fn batch<B: Backend>(
+        &self,
+        indices: &[usize],
+        device: &B::Device,
+    ) -> Result<(Tensor<B, 4>, Tensor<B, 1, Int>)> {
+        Ok(batch_tensors::<B>(
+            &ImageFiles::batch(self, indices)?,
+            device,
+        ))
     }
 }
 

@@ -291,11 +291,7 @@ pub(crate) fn matmul(
 /// Walks the patch rows of `count` NHWC images in order — one row per output pixel, in it one
 /// `C_in` run per kernel tap `(ky, kx)` — calling `visit(run, pixel)` with the run's offset in
 /// the rows and the offset of the `C_in` input values it covers (`None` in the padding).
-fn tap_runs(
-    shape: &ConvShape,
-    count: usize,
-    mut visit: impl FnMut(usize, Option<usize>),
-) {
+fn tap_runs(shape: &ConvShape, count: usize, mut visit: impl FnMut(usize, Option<usize>)) {
     let [oh, ow] = shape.output().unwrap_or([0, 0]);
     let (h, w, c) = (shape.height, shape.width, shape.channels_in);
     let [kh, kw] = shape.kernel;
