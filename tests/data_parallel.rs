@@ -126,11 +126,20 @@ fn gradients<M: ltd::core::attacks::AttackModel<AD>>(model: &M, batch: &Batch) -
     let objective = Natural::<AD>::default();
     let (x, y) = batch_tensors::<AD>(batch, &device());
     let prepared = objective
-        .prepare(model, x, y, &batch.indices, &mut ltd::core::random::derived(0, 0, 0))
+        .prepare(
+            model,
+            x,
+            y,
+            &batch.indices,
+            &mut ltd::core::random::derived(0, 0, 0),
+        )
         .unwrap();
     let grads = objective.loss(model, &prepared, false).loss.backward();
     let mut out = Vec::new();
-    struct Grads<'a>(&'a <AD as burn::tensor::backend::AutodiffBackend>::Gradients, &'a mut Vec<Vec<f32>>);
+    struct Grads<'a>(
+        &'a <AD as burn::tensor::backend::AutodiffBackend>::Gradients,
+        &'a mut Vec<Vec<f32>>,
+    );
     impl ModuleVisitor<AD> for Grads<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
             self.1.push(values(param.val().grad(self.0).unwrap()));
@@ -180,14 +189,20 @@ fn two_replicas_average_the_gradients_and_match_one_device_on_the_combined_batch
     let (a, b) = halves(batch);
     let (ga, gb) = (gradients(&start, &a), gradients(&start, &b));
     // The replicas' own gradients differ: a replica stepping alone would be caught.
-    assert!(max_diff(&ga, &gb) > 1e-3, "the halves give the same gradient");
+    assert!(
+        max_diff(&ga, &gb) > 1e-3,
+        "the halves give the same gradient"
+    );
     let mean: Vec<Vec<f32>> = ga
         .iter()
         .zip(&gb)
         .map(|(x, y)| x.iter().zip(y).map(|(p, q)| 0.5 * (p + q)).collect())
         .collect();
     let combined = gradients(&start, batch);
-    let scale = combined.iter().flatten().fold(0.0f32, |m, g| m.max(g.abs()));
+    let scale = combined
+        .iter()
+        .flatten()
+        .fold(0.0f32, |m, g| m.max(g.abs()));
     assert!(
         max_diff(&applied, &mean) < 1e-6 * scale.max(1.0) + 1e-7,
         "the step is not minus the mean of the replicas' gradients: {}",
@@ -232,7 +247,11 @@ fn parameters_after_several_steps_equal_one_device_on_the_combined_batch() {
 
 /// One device normalising each half of every batch with its own statistics and updating the
 /// running statistics from the first half only: what two replicas compute.
-fn per_shard_batch_norm_reference(train: &Dataset, config: &FitConfig, model: Network<AD>) -> Network<AD> {
+fn per_shard_batch_norm_reference(
+    train: &Dataset,
+    config: &FitConfig,
+    model: Network<AD>,
+) -> Network<AD> {
     let objective = Natural::<AD>::default();
     let mut optimizer = config.sgd.init::<AD, Network<AD>>();
     let mut model = model;
@@ -241,10 +260,14 @@ fn per_shard_batch_norm_reference(train: &Dataset, config: &FitConfig, model: Ne
         let loss = |shard: &Batch, update_bn: bool| {
             let (x, y) = batch_tensors::<AD>(shard, &device());
             let rng = &mut ltd::core::random::derived(0, 0, 0);
-            let prepared = objective.prepare(&model, x, y, &shard.indices, rng).unwrap();
+            let prepared = objective
+                .prepare(&model, x, y, &shard.indices, rng)
+                .unwrap();
             objective.loss(&model, &prepared, update_bn).loss
         };
-        let total = loss(&a, true).mul_scalar(0.5).add(loss(&b, false).mul_scalar(0.5));
+        let total = loss(&a, true)
+            .mul_scalar(0.5)
+            .add(loss(&b, false).mul_scalar(0.5));
         let grads = burn::optim::GradientsParams::from_grads(total.backward(), &model);
         model = optimizer.step(config.schedule.base, model, grads);
     }
@@ -274,7 +297,10 @@ fn with_batch_norm_two_replicas_equal_one_device_normalising_each_shard_alone() 
     let reference = per_shard_batch_norm_reference(&data.train, &config, model());
     // Parameters and replica 0's running statistics (the first half of each batch).
     let err = max_diff(&tensors(&parallel), &tensors(&reference));
-    assert!(err < 1e-4, "two replicas differ from the per-shard reference by {err}");
+    assert!(
+        err < 1e-4,
+        "two replicas differ from the per-shard reference by {err}"
+    );
     let (whole, _) = fit(
         model(),
         &objective,
@@ -333,7 +359,15 @@ fn adversarial_run(
         on_batch: &mut on_batch,
         on_epoch: &mut on_epoch,
     };
-    fit_data_parallel(model, &objective, &data.train, &data.test, &config, devices, io)
+    fit_data_parallel(
+        model,
+        &objective,
+        &data.train,
+        &data.test,
+        &config,
+        devices,
+        io,
+    )
 }
 
 #[test]
@@ -356,9 +390,12 @@ fn two_replica_training_resumes_bit_identically_and_only_on_two_devices() {
         tensors(&resumed) == tensors(&whole),
         "the resumed run differs from the uninterrupted one"
     );
-    let (again, _) = adversarial_run(tempfile::tempdir().unwrap().path(), &two(), None, false)
-        .unwrap();
-    assert!(tensors(&again) == tensors(&whole), "two identical runs differ");
+    let (again, _) =
+        adversarial_run(tempfile::tempdir().unwrap().path(), &two(), None, false).unwrap();
+    assert!(
+        tensors(&again) == tensors(&whole),
+        "two identical runs differ"
+    );
 }
 
 #[test]
@@ -396,5 +433,8 @@ fn a_replica_that_panics_ends_the_run_with_an_error_instead_of_a_hang() {
     let result = finished
         .recv_timeout(Duration::from_secs(120))
         .expect("the run hung after a replica panicked");
-    assert!(result.is_err(), "the run succeeded although a replica failed");
+    assert!(
+        result.is_err(),
+        "the run succeeded although a replica failed"
+    );
 }

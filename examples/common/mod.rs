@@ -234,9 +234,8 @@ fn fit_on<O: Objective<Train, Model> + Sync>(
     io: FitIo<'_>,
 ) -> anyhow::Result<(Model, FitOutcome)> {
     #[cfg(feature = "data-parallel")]
-    let fitted = ltd::core::train::fit_data_parallel(
-        model, objective, train, test, config, devices, io,
-    )?;
+    let fitted =
+        ltd::core::train::fit_data_parallel(model, objective, train, test, config, devices, io)?;
     #[cfg(not(feature = "data-parallel"))]
     let fitted = match devices {
         [device] => fit(model, objective, train, test, config, device, io)?,

@@ -15,11 +15,11 @@ use ltd_data::{Dataset, Loader, LoaderConfig};
 use serde::{Deserialize, Serialize};
 
 use super::{train_step, Checkpoint, CheckpointMeta, EpochStats, PiecewiseLr, SgdSettings};
-use ltd_data::Batch;
 use crate::attacks::{AttackModel, Pgd};
 use crate::eval::autoattack::{self, AttackName, AutoAttackConfig};
 use crate::objectives::{Awp, Objective};
 use crate::{LtdError, Result};
+use ltd_data::Batch;
 
 /// Settings of a run (everything that must match for a checkpoint to be resumed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,8 +213,16 @@ where
     ) -> Result<(M, Option<(f64, usize)>)> {
         let mut rng = crate::random::derived(self.seed, 1 + epoch as u64, index as u64);
         let (objective, device) = (self.objective, self.device);
-        let (model, loss, hits) =
-            train_step(model, &mut self.optimizer, objective, awp, batch, lr, &mut rng, device)?;
+        let (model, loss, hits) = train_step(
+            model,
+            &mut self.optimizer,
+            objective,
+            awp,
+            batch,
+            lr,
+            &mut rng,
+            device,
+        )?;
         Ok((model, Some((loss, hits))))
     }
 }
@@ -301,7 +309,12 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
 
     /// The model, optimizer and position to start from: the checkpoint's when resuming one
     /// that exists, else the ones given at the start of the first epoch.
-    pub(super) fn resume<M, Opt>(&self, model: M, optimizer: Opt, io: &FitIo<'_>) -> Result<(M, Opt, Position)>
+    pub(super) fn resume<M, Opt>(
+        &self,
+        model: M,
+        optimizer: Opt,
+        io: &FitIo<'_>,
+    ) -> Result<(M, Opt, Position)>
     where
         M: AttackModel<B>,
         Opt: Optimizer<M, B>,

@@ -316,7 +316,9 @@ where
                 Ok(Err(e)) if result.is_ok() => return Err(e),
                 Ok(Err(_)) => {}
                 Err(_) if result.is_ok() => {
-                    return Err(LtdError::Device("a data-parallel replica has stopped".into()))
+                    return Err(LtdError::Device(
+                        "a data-parallel replica has stopped".into(),
+                    ))
                 }
                 Err(_) => {}
             }

@@ -91,7 +91,9 @@ impl<B: AutodiffBackend> Replica<B> {
             ReduceOperation::Sum,
         )
         .map_err(collective_error)?;
-        read_floats(Tensor::<Inner<B>, 1>::from_primitive(TensorPrimitive::Float(summed)))
+        read_floats(Tensor::<Inner<B>, 1>::from_primitive(
+            TensorPrimitive::Float(summed),
+        ))
     }
 
     /// `local` if every replica succeeded; otherwise an error on every replica (this one's own
@@ -119,7 +121,12 @@ impl<B: AutodiffBackend> Replica<B> {
     }
 
     /// The whole batch's gradients: `weight ×` this shard's, summed over the replicas.
-    fn all_reduced(&self, loss: Tensor<B, 1>, weight: f64, model: &impl AutodiffModule<B>) -> Result<GradientsParams> {
+    fn all_reduced(
+        &self,
+        loss: Tensor<B, 1>,
+        weight: f64,
+        model: &impl AutodiffModule<B>,
+    ) -> Result<GradientsParams> {
         GradientsParams::from_grads(loss.mul_scalar(weight).backward(), model)
             .all_reduce::<Inner<B>>(self.id(), ReduceOperation::Sum)
             .map_err(collective_error)
