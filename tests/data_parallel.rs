@@ -203,6 +203,11 @@ fn two_replicas_average_the_gradients_and_match_one_device_on_the_combined_batch
         .iter()
         .flatten()
         .fold(0.0f32, |m, g| m.max(g.abs()));
+    eprintln!(
+        "step vs mean of halves {:e}, vs combined batch {:e}, largest gradient {scale}",
+        max_diff(&applied, &mean),
+        max_diff(&applied, &combined)
+    );
     assert!(
         max_diff(&applied, &mean) < 1e-6 * scale.max(1.0) + 1e-7,
         "the step is not minus the mean of the replicas' gradients: {}",
@@ -242,6 +247,7 @@ fn parameters_after_several_steps_equal_one_device_on_the_combined_batch() {
     let moved = max_diff(&start, &one);
     assert!(moved > 1e-2, "training barely moved the weights ({moved})");
     let err = max_diff(&one, &parallel);
+    eprintln!("after 3 steps: moved {moved}, two replicas vs one device {err:e}");
     assert!(err < 1e-5, "two replicas differ from one device by {err}");
 }
 
@@ -312,6 +318,7 @@ fn with_batch_norm_two_replicas_equal_one_device_normalising_each_shard_alone() 
     )
     .unwrap();
     let whole_batch = max_diff(&tensors(&parallel), &tensors(&whole));
+    eprintln!("vs per-shard BatchNorm {err:e}, vs whole-batch BatchNorm {whole_batch:e}");
     assert!(
         whole_batch > 100.0 * err.max(1e-7),
         "whole-batch BatchNorm should differ from per-replica ({whole_batch} vs {err})"
