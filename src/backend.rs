@@ -97,3 +97,18 @@ pub fn device(spec: &str) -> Result<Device, DeviceError> {
         }
     }
 }
+
+/// Parses `--devices`: a comma-separated list of [`device`] values, one model replica each
+/// (`cuda:0,cuda:1`; `cpu,cpu` runs two replicas on the CPU).
+pub fn devices(spec: &str) -> Result<Vec<Device>, DeviceError> {
+    spec.split(',')
+        .map(|one| match one.trim() {
+            "" => Err(DeviceError {
+                given: spec.to_string(),
+                backend: NAME,
+                expected: "a comma-separated list of devices, e.g. cuda:0,cuda:1",
+            }),
+            one => device(one),
+        })
+        .collect()
+}

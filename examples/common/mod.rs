@@ -16,7 +16,9 @@ use ltd::backend::{Device, Train};
 use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunOptions};
 use ltd::core::models::Network;
 use ltd::core::objectives::Objective;
-use ltd::core::train::{fit, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
+#[cfg(not(feature = "data-parallel"))]
+use ltd::core::train::fit;
+use ltd::core::train::{Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
 use ltd::core::{weights, LtdError};
 use ltd::data::{load_cifar_auto, CifarKind, Dataset, Split, SyntheticConfig};
 
@@ -140,7 +142,7 @@ impl Stage<'_> {
 
     /// Trains `model` with `objective`, or continues the checkpoint with `--resume`; exits the
     /// program (status 130) after Ctrl-C, once the checkpoint is written.
-    pub fn train<O: Objective<Train, Model>>(
+    pub fn train<O: Objective<Train, Model> + Sync>(
         &self,
         model: Model,
         objective: &O,
@@ -148,6 +150,21 @@ impl Stage<'_> {
         test: &Dataset,
         config: &FitConfig,
         device: &Device,
+    ) -> anyhow::Result<Model> {
+        let devices = std::slice::from_ref(device);
+        self.train_on(model, objective, train, test, config, devices)
+    }
+
+    /// [`Stage::train`] with one replica of the model on each of `devices` (data-parallel;
+    /// `config.batch_size` is the batch of all of them together).
+    pub fn train_on<O: Objective<Train, Model> + Sync>(
+        &self,
+        model: Model,
+        objective: &O,
+        train: &Dataset,
+        test: &Dataset,
+        config: &FitConfig,
+        devices: &[Device],
     ) -> anyhow::Result<Model> {
         let checkpoint = Checkpoint::new(self.dir.join("ckpt"));
         if checkpoint.exists() && !self.resume {
@@ -193,7 +210,7 @@ impl Stage<'_> {
             on_batch: &mut on_batch,
             on_epoch: &mut on_epoch,
         };
-        let (model, outcome) = fit(model, objective, train, test, config, device, io)?;
+        let (model, outcome) = fit_on(model, objective, train, test, config, devices, io)?;
         bar.finish_and_clear();
         if outcome == FitOutcome::Stopped {
             exit_stopped(&self.resume_hint);
@@ -204,6 +221,27 @@ impl Stage<'_> {
             .save(&self.dir.join("curves.svg"))?;
         Ok(model)
     }
+}
+
+/// `fit` on one device, or data-parallel on several.
+fn fit_on<O: Objective<Train, Model> + Sync>(
+    model: Model,
+    objective: &O,
+    train: &Dataset,
+    test: &Dataset,
+    config: &FitConfig,
+    devices: &[Device],
+    io: FitIo<'_>,
+) -> anyhow::Result<(Model, FitOutcome)> {
+    #[cfg(feature = "data-parallel")]
+    let fitted =
+        ltd::core::train::fit_data_parallel(model, objective, train, test, config, devices, io)?;
+    #[cfg(not(feature = "data-parallel"))]
+    let fitted = match devices {
+        [device] => fit(model, objective, train, test, config, device, io)?,
+        _ => bail!("training on several devices needs the `data-parallel` feature"),
+    };
+    Ok(fitted)
 }
 
 /// Loss and accuracies per epoch from a training log (`log.jsonl`, one [`EpochLog`] a line).

@@ -165,6 +165,12 @@ pub struct RecipeArgs {
     /// Device (`default`, `cpu`, `cuda:N`, …).
     #[arg(long, default_value = "default")]
     pub device: String,
+    /// Train data-parallel, one model replica per device (`cuda:0,cuda:1`; `cpu,cpu` to try
+    /// it): gradients averaged over the replicas each step. `--batch-size` is the batch of all
+    /// of them together (per device: batch size / devices); see docs/multi-device.md.
+    /// Evaluation runs on the first device.
+    #[arg(long, conflicts_with = "device")]
+    pub devices: Option<String>,
 }
 
 /// Parses the command line and runs the recipe for `kind`; errors print as one line.
@@ -178,7 +184,10 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         .clone()
         .unwrap_or_else(|| Path::new("runs").join(program));
     check_outputs(args, &out)?;
-    let device = backend::device(&args.device)?;
+    let devices = match &args.devices {
+        Some(list) => backend::devices(list)?,
+        None => vec![backend::device(&args.device)?],
+    };
     let (source, train, test) = load_data(
         args.data_dir.as_deref(),
         args.synthetic,
@@ -186,7 +195,7 @@ fn run(args: &RecipeArgs, kind: CifarKind, program: &str) -> anyhow::Result<()> 
         args.seed,
         Some(kind),
     )?;
-    let recipe = Recipe::new(args, &out, &source, train, test, device)?;
+    let recipe = Recipe::new(args, &out, &source, train, test, devices)?;
     println!(
         "{program}: {source} ({} train / {} test), student {}, backend {}, output {}",
         recipe.train.len(),
@@ -246,7 +255,10 @@ struct Recipe<'a> {
     source: String,
     train: Dataset,
     test: Dataset,
+    /// Where the model is evaluated and held (the first of `devices`).
     device: Device,
+    /// One training replica each.
+    devices: Vec<Device>,
     arch: Arch,
     teacher_arch: Arch,
     teacher_stage: Stage<'static>,
@@ -260,7 +272,7 @@ impl<'a> Recipe<'a> {
         source: &str,
         train: Dataset,
         test: Dataset,
-        device: Device,
+        devices: Vec<Device>,
     ) -> anyhow::Result<Self> {
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         let resume_hint = if args.resume {
@@ -280,7 +292,8 @@ impl<'a> Recipe<'a> {
             source: format!("{source} {} train images", train.len()),
             train,
             test,
-            device,
+            device: devices[0].clone(),
+            devices,
             arch: args.arch.parse()?,
             teacher_arch: args.teacher_arch.as_deref().unwrap_or(&args.arch).parse()?,
             teacher_stage: stage("teacher"),
@@ -312,13 +325,13 @@ impl<'a> Recipe<'a> {
         let epochs = args.teacher_epochs.unwrap_or(args.epochs);
         let config = fit_config(args, epochs, None, label);
         let stage = &self.teacher_stage;
-        let trained = stage.train(
+        let trained = stage.train_on(
             model,
             &objective,
             &self.train,
             &self.test,
             &config,
-            &self.device,
+            &self.devices,
         )?;
         let acc = accuracy(
             &trained.valid(),
@@ -358,13 +371,13 @@ impl<'a> Recipe<'a> {
         let model =
             self.arch
                 .init_seeded::<Train>(self.classes(), None, args.seed + 1, &self.device)?;
-        let (stage, device) = (&self.student_stage, &self.device);
+        let (stage, devices) = (&self.student_stage, &self.devices);
         if let Some(t) = args.defensive_distillation {
             let teacher = teacher_fn(self.teacher(&mut teacher)?.valid());
             let objective = Natural::distillation_student(teacher, t);
             let label = format!("defensive distillation T={t} {} {}", self.arch, self.source);
             let config = fit_config(args, args.epochs, None, label);
-            stage.train(model, &objective, &self.train, &self.test, &config, device)?;
+            stage.train_on(model, &objective, &self.train, &self.test, &config, devices)?;
             return Ok(());
         }
         let objective = Trades::<Train> {
@@ -393,7 +406,7 @@ impl<'a> Recipe<'a> {
             ..Awp::trades()
         });
         let config = fit_config(args, args.epochs, awp, label);
-        stage.train(model, &objective, &self.train, &self.test, &config, device)?;
+        stage.train_on(model, &objective, &self.train, &self.test, &config, devices)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 //! weights; not BatchNorm, not biases). The step then runs at `w + γ·d` and `γ·d` is removed.
 
 use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -52,8 +53,18 @@ impl Awp {
         batch: &O::Batch,
     ) -> WeightPerturbation<B> {
         let grads = objective.loss(model, batch, false).loss.backward();
+        self.perturbation_from(model, &GradientsParams::from_grads(grads, model))
+    }
+
+    /// The perturbation direction `d` from given gradients of the training loss: on several
+    /// devices, the all-reduced gradients of the whole batch.
+    pub fn perturbation_from<B: AutodiffBackend, M: AutodiffModule<B>>(
+        &self,
+        model: &M,
+        grads: &GradientsParams,
+    ) -> WeightPerturbation<B> {
         let mut collect = Collect {
-            grads: &grads,
+            grads,
             lr: self.proxy_lr,
             out: Vec::new(),
         };
@@ -79,7 +90,7 @@ impl<B: AutodiffBackend> WeightPerturbation<B> {
 }
 
 struct Collect<'a, B: AutodiffBackend> {
-    grads: &'a B::Gradients,
+    grads: &'a GradientsParams,
     lr: f64,
     out: Vec<Option<Tensor<Inner<B>, 1>>>,
 }
@@ -88,7 +99,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let delta = (D > 1)
             .then(|| {
-                let grad = param.val().grad(self.grads)?;
+                let grad = self.grads.get::<Inner<B>, D>(param.id)?;
                 let step = grad.reshape([-1]).mul_scalar(self.lr);
                 let w_norm = param.val().inner().reshape([-1]).square().sum().sqrt();
                 let step_norm = step.clone().square().sum().sqrt().add_scalar(1e-20);

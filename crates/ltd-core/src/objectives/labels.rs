@@ -15,11 +15,21 @@ use crate::models::{Classifier, Mode};
 pub type TeacherFn<B> = Arc<dyn Fn(Tensor<B, 4>) -> Tensor<B, 2> + Send + Sync>;
 
 /// `teacher` as a [`TeacherFn`]: its logits in inference mode. Give it a model on the inner
-/// backend (`model.valid()`), so that no graph is built through the teacher.
+/// backend (`model.valid()`), so that no graph is built through the teacher. Images on another
+/// device than the teacher's (a data-parallel replica's) go to the teacher's device and their
+/// logits come back.
 pub fn teacher_fn<B: Backend, M: Classifier<B> + Send + Sync + 'static>(
     teacher: M,
 ) -> TeacherFn<B> {
-    Arc::new(move |x| teacher.forward(x, Mode::Eval))
+    let home = teacher.devices().into_iter().next();
+    Arc::new(move |x| match &home {
+        Some(home) if *home != x.device() => {
+            let device = x.device();
+            let logits = teacher.forward(x.to_device(home), Mode::Eval);
+            logits.to_device(&device)
+        }
+        _ => teacher.forward(x, Mode::Eval),
+    })
 }
 
 /// A source of target distributions.

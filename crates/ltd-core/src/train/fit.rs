@@ -19,6 +19,7 @@ use crate::attacks::{AttackModel, Pgd};
 use crate::eval::autoattack::{self, AttackName, AutoAttackConfig};
 use crate::objectives::{Awp, Objective};
 use crate::{LtdError, Result};
+use ltd_data::Batch;
 
 /// Settings of a run (everything that must match for a checkpoint to be resumed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,68 +143,178 @@ pub fn fit<B, M, O>(
     test: &Dataset,
     config: &FitConfig,
     device: &B::Device,
-    mut io: FitIo<'_>,
+    io: FitIo<'_>,
 ) -> Result<(M, FitOutcome)>
 where
     B: AutodiffBackend,
     M: AttackModel<B>,
     O: Objective<B, M>,
 {
-    let setup = Setup::<B, O> {
-        run: serde_json::to_value(config).map_err(|e| LtdError::InvalidConfig(e.to_string()))?,
-        loader: Loader::new(
-            train.clone(),
-            LoaderConfig {
-                batch_size: config.batch_size,
-                seed: config.seed,
-                ..Default::default()
-            },
-        )?,
+    let setup = Setup::<B>::new(train, config, device, 1)?;
+    let (model, optimizer, at) = setup.resume(model, config.sgd.init::<B, M>(), &io)?;
+    let mut step = OneDevice {
+        optimizer,
         objective,
-        config,
         device,
+        seed: config.seed,
     };
-    let (mut model, mut optimizer, mut at) = setup.resume(model, config.sgd.init::<B, M>(), &io)?;
-    let held_out = test.take(config.eval_images.min(test.len()));
-    while at.epoch < config.epochs {
-        let stopped;
-        (model, stopped) = setup.train_epoch(model, &mut optimizer, &mut at, &mut io)?;
-        if stopped {
-            return Ok((model, FitOutcome::Stopped));
-        }
-        setup.end_epoch(&model, &held_out, &at, &mut io)?;
-        at = Position {
-            epoch: at.epoch + 1,
-            batch: 0,
-            stats: EpochStats::default(),
-        };
-        setup.save(&io, &model, &optimizer, &at)?;
+    setup.run(model, &mut step, at, test, io)
+}
+
+/// How a run trains one batch: [`train_step`] on one device, or the replicas of
+/// [`super::fit_data_parallel`].
+pub(super) trait Stepper<B: AutodiffBackend, M: AttackModel<B>> {
+    /// The optimizer whose state a checkpoint keeps.
+    type Opt: Optimizer<M, B>;
+
+    /// The optimizer (replica 0's when there are several).
+    fn optimizer(&self) -> &Self::Opt;
+
+    /// One optimisation step on `batch`, the `index`-th of epoch `epoch` (`at`): the model and
+    /// the batch's mean loss and correct natural predictions, or `None` for a batch skipped.
+    fn step(
+        &mut self,
+        model: M,
+        batch: &Batch,
+        at: (usize, usize),
+        lr: f64,
+        awp: Option<&Awp>,
+    ) -> Result<(M, Option<(f64, usize)>)>;
+}
+
+/// Today's single-device path: [`train_step`] with randomness from `(seed, epoch, batch)`.
+struct OneDevice<'a, B: AutodiffBackend, O, Opt> {
+    optimizer: Opt,
+    objective: &'a O,
+    device: &'a B::Device,
+    seed: u64,
+}
+
+impl<B, M, O, Opt> Stepper<B, M> for OneDevice<'_, B, O, Opt>
+where
+    B: AutodiffBackend,
+    M: AttackModel<B>,
+    O: Objective<B, M>,
+    Opt: Optimizer<M, B>,
+{
+    type Opt = Opt;
+
+    fn optimizer(&self) -> &Opt {
+        &self.optimizer
     }
-    Ok((model, FitOutcome::Finished))
+
+    fn step(
+        &mut self,
+        model: M,
+        batch: &Batch,
+        (epoch, index): (usize, usize),
+        lr: f64,
+        awp: Option<&Awp>,
+    ) -> Result<(M, Option<(f64, usize)>)> {
+        let mut rng = crate::random::derived(self.seed, 1 + epoch as u64, index as u64);
+        let (objective, device) = (self.objective, self.device);
+        let (model, loss, hits) = train_step(
+            model,
+            &mut self.optimizer,
+            objective,
+            awp,
+            batch,
+            lr,
+            &mut rng,
+            device,
+        )?;
+        Ok((model, Some((loss, hits))))
+    }
 }
 
 /// Where a run stands, as a checkpoint records it: the epoch under way, its batches already
 /// done, and their statistics.
-struct Position {
+pub(super) struct Position {
     epoch: usize,
     batch: usize,
     stats: EpochStats,
 }
 
 /// What stays fixed over the epochs of a run.
-struct Setup<'a, B: AutodiffBackend, O> {
+pub(super) struct Setup<'a, B: AutodiffBackend> {
     /// The settings as checkpoints record them, to refuse resuming a different run.
     run: serde_json::Value,
     loader: Loader,
-    objective: &'a O,
     config: &'a FitConfig,
+    /// Where a checkpoint's tensors are loaded (replica 0's device).
     device: &'a B::Device,
 }
 
-impl<B: AutodiffBackend, O> Setup<'_, B, O> {
+impl<'a, B: AutodiffBackend> Setup<'a, B> {
+    /// The run of `config` on `train` with `replicas` model replicas. A run on several
+    /// devices records their number beside the settings: its randomness and BatchNorm
+    /// statistics depend on it, so it resumes only on as many devices.
+    pub(super) fn new(
+        train: &Dataset,
+        config: &'a FitConfig,
+        device: &'a B::Device,
+        replicas: usize,
+    ) -> Result<Self> {
+        let mut run =
+            serde_json::to_value(config).map_err(|e| LtdError::InvalidConfig(e.to_string()))?;
+        if let (true, Some(fields)) = (replicas > 1, run.as_object_mut()) {
+            fields.insert("replicas".into(), replicas.into());
+        }
+        let loader = Loader::new(
+            train.clone(),
+            LoaderConfig {
+                batch_size: config.batch_size,
+                seed: config.seed,
+                ..Default::default()
+            },
+        )?;
+        Ok(Self {
+            run,
+            loader,
+            config,
+            device,
+        })
+    }
+
+    /// The epochs from `at` on, a checkpoint after each, evaluated on the start of `test`.
+    pub(super) fn run<M, S>(
+        &self,
+        mut model: M,
+        step: &mut S,
+        mut at: Position,
+        test: &Dataset,
+        mut io: FitIo<'_>,
+    ) -> Result<(M, FitOutcome)>
+    where
+        M: AttackModel<B>,
+        S: Stepper<B, M>,
+    {
+        let held_out = test.take(self.config.eval_images.min(test.len()));
+        while at.epoch < self.config.epochs {
+            let stopped;
+            (model, stopped) = self.train_epoch(model, step, &mut at, &mut io)?;
+            if stopped {
+                return Ok((model, FitOutcome::Stopped));
+            }
+            self.end_epoch(&model, &held_out, &at, &mut io)?;
+            at = Position {
+                epoch: at.epoch + 1,
+                batch: 0,
+                stats: EpochStats::default(),
+            };
+            self.save(&io, &model, step.optimizer(), &at)?;
+        }
+        Ok((model, FitOutcome::Finished))
+    }
+
     /// The model, optimizer and position to start from: the checkpoint's when resuming one
     /// that exists, else the ones given at the start of the first epoch.
-    fn resume<M, Opt>(&self, model: M, optimizer: Opt, io: &FitIo<'_>) -> Result<(M, Opt, Position)>
+    pub(super) fn resume<M, Opt>(
+        &self,
+        model: M,
+        optimizer: Opt,
+        io: &FitIo<'_>,
+    ) -> Result<(M, Opt, Position)>
     where
         M: AttackModel<B>,
         Opt: Optimizer<M, B>,
@@ -251,17 +362,16 @@ impl<B: AutodiffBackend, O> Setup<'_, B, O> {
 
     /// The batches of epoch `at.epoch` from `at.batch` on, each with randomness derived from
     /// `(seed, epoch, batch)`; `true` with the model if a stop was requested (and checkpointed).
-    fn train_epoch<M, Opt>(
+    fn train_epoch<M, S>(
         &self,
         mut model: M,
-        optimizer: &mut Opt,
+        step: &mut S,
         at: &mut Position,
         io: &mut FitIo<'_>,
     ) -> Result<(M, bool)>
     where
         M: AttackModel<B>,
-        O: Objective<B, M>,
-        Opt: Optimizer<M, B>,
+        S: Stepper<B, M>,
     {
         let (config, epoch) = (self.config, at.epoch);
         let lr = config.schedule.lr(epoch);
@@ -270,28 +380,23 @@ impl<B: AutodiffBackend, O> Setup<'_, B, O> {
         at.stats.lr = lr;
         let batches = self.loader.epoch(epoch as u64).enumerate().skip(at.batch);
         for (b, batch) in batches {
-            let mut rng = crate::random::derived(config.seed, 1 + epoch as u64, b as u64);
-            let (trained, loss, hits) = train_step(
-                model,
-                optimizer,
-                self.objective,
-                awp,
-                &batch,
-                lr,
-                &mut rng,
-                self.device,
-            )
-            .map_err(|e| match e {
-                LtdError::NonFiniteLoss { loss, .. } => LtdError::NonFiniteLoss { step: b, loss },
-                other => other,
-            })?;
+            let (trained, done) =
+                step.step(model, &batch, (epoch, b), lr, awp)
+                    .map_err(|e| match e {
+                        LtdError::NonFiniteLoss { loss, .. } => {
+                            LtdError::NonFiniteLoss { step: b, loss }
+                        }
+                        other => other,
+                    })?;
             model = trained;
-            at.stats.add(loss, hits, batch.len());
+            if let Some((loss, hits)) = done {
+                at.stats.add(loss, hits, batch.len());
+            }
             at.stats.seconds = start.elapsed().as_secs_f64();
             (io.on_batch)(epoch, &at.stats, self.loader.batches_per_epoch());
             if io.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 at.batch = b + 1;
-                self.save(io, &model, optimizer, at)?;
+                self.save(io, &model, step.optimizer(), at)?;
                 return Ok((model, true));
             }
         }

@@ -3,11 +3,15 @@
 mod checkpoint;
 mod fit;
 mod optim;
+#[cfg(feature = "data-parallel")]
+mod parallel;
 mod temperature;
 
 pub use checkpoint::{Checkpoint, CheckpointMeta};
 pub use fit::{fit, EpochLog, FitConfig, FitIo, FitOutcome};
 pub use optim::{PiecewiseLr, SgdSettings};
+#[cfg(feature = "data-parallel")]
+pub use parallel::fit_data_parallel;
 pub use temperature::{FitTrainer, SearchReport, TemperatureSearch, Trainer, Trial};
 
 use burn::module::AutodiffModule;
