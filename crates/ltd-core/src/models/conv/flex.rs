@@ -21,7 +21,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
-use burn::tensor::{Tensor, TensorData, TensorMetadata, TensorPrimitive};
+use burn::tensor::{Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
 
 use super::forward;
 use super::input_grad;
@@ -187,18 +187,24 @@ fn flex_conv(
     options: ConvOptions<2>,
 ) -> FloatTensor<Flex> {
     let shape = conv_shape(&x, &weight, &options);
-    let (xc, wc) = (x.to_contiguous(), weight.to_contiguous());
-    let fast = match (xc.as_slice::<f32>(), wc.as_slice::<f32>()) {
-        (Some(xs), Some(ws)) => forward::forward(&shape, xs, ws),
-        _ => None,
-    };
-    match (fast, shape.output()) {
-        (Some(values), Some([oh, ow])) => FlexTensor::from_data(TensorData::new(
-            values,
-            [shape.batch, shape.channels_out, oh, ow],
-        )),
-        _ => Flex::conv2d(x, weight, None, options),
-    }
+    let out = shape
+        .output()
+        .map(|[oh, ow]| [shape.batch, shape.channels_out, oh, ow]);
+    out.and_then(|out| on_f32(&x, &weight, out, |xs, ws| forward::forward(&shape, xs, ws)))
+        .unwrap_or_else(|| Flex::conv2d(x, weight, None, options))
+}
+
+/// `kernel` on the contiguous `f32` values of `a` and `b`, as a tensor of `shape`; `None` for
+/// another element type or when the kernel declines (the caller then runs Flex's own).
+fn on_f32(
+    a: &FloatTensor<Flex>,
+    b: &FloatTensor<Flex>,
+    shape: impl Into<Shape>,
+    kernel: impl FnOnce(&[f32], &[f32]) -> Option<Vec<f32>>,
+) -> Option<FloatTensor<Flex>> {
+    let (a, b) = (a.to_contiguous(), b.to_contiguous());
+    let values = kernel(a.as_slice::<f32>()?, b.as_slice::<f32>()?)?;
+    Some(FlexTensor::from_data(TensorData::new(values, shape)))
 }
 
 /// Backward of [`conv2d`]: both gradients by GEMM ([`input_grad`], [`weight_grad`]).
@@ -258,15 +264,10 @@ fn input_grad(
     options: ConvOptions<2>,
 ) -> FloatTensor<Flex> {
     let shape = conv_shape(x, &weight, &options);
-    let (wc, gc) = (weight.to_contiguous(), grad.to_contiguous());
-    let fast = match (wc.as_slice::<f32>(), gc.as_slice::<f32>()) {
-        (Some(ws), Some(gs)) => input_grad::input_grad(&shape, ws, gs),
-        _ => None,
-    };
-    match fast {
-        Some(values) => FlexTensor::from_data(TensorData::new(values, x.shape())),
-        None => Flex::conv2d_x_backward(x.clone(), weight, grad, options),
-    }
+    on_f32(&weight, &grad, x.shape(), |ws, gs| {
+        input_grad::input_grad(&shape, ws, gs)
+    })
+    .unwrap_or_else(|| Flex::conv2d_x_backward(x.clone(), weight, grad, options))
 }
 
 /// The weight gradient by [`kernels::weight_grad`] for `f32` data, by Flex's default for
@@ -278,13 +279,8 @@ fn weight_grad(
     options: ConvOptions<2>,
 ) -> FloatTensor<Flex> {
     let shape = conv_shape(&x, &weight, &options);
-    let (xc, gc) = (x.to_contiguous(), grad.to_contiguous());
-    let fast = match (xc.as_slice::<f32>(), gc.as_slice::<f32>()) {
-        (Some(xs), Some(gs)) => kernels::weight_grad(&shape, xs, gs),
-        _ => None,
-    };
-    match fast {
-        Some(values) => FlexTensor::from_data(TensorData::new(values, weight.shape())),
-        None => Flex::conv2d_weight_backward(x, weight, grad, options),
-    }
+    on_f32(&x, &grad, weight.shape(), |xs, gs| {
+        kernels::weight_grad(&shape, xs, gs)
+    })
+    .unwrap_or_else(|| Flex::conv2d_weight_backward(x, weight, grad, options))
 }
