@@ -25,9 +25,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
-use crate::random::BatchRng;
-
 use crate::models::{Classifier, Mode};
+use crate::random::BatchRng;
 use crate::Result;
 
 /// Inner backend of `B`.

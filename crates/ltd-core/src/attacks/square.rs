@@ -2,6 +2,13 @@
 //! (reference `square.py`): a random search that only reads logits — no gradients — so gradient
 //! masking cannot hide a weak model from it. Each iteration proposes a change inside one random
 //! square window; an image keeps the proposal when its margin drops or it becomes misclassified.
+//!
+//! Randomness: the start (L∞ stripes, L2 tile signs) and the L2 window signs are per image,
+//! from the image's own generator of the [`BatchRng`]. Like the reference, each iteration draws
+//! the window's position (and the L∞ window's channel signs, the L2 pattern's orientation) once
+//! for the whole batch; these come from the shared generator, which does not depend on the batch
+//! (AutoAttack derives it from its seed and stage), so every batch sees the same windows and an
+//! image's result does not depend on the images beside it.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -20,7 +27,9 @@ use crate::{LtdError, Result};
 /// `resc_schedule=False`, so these hold whatever the query budget).
 const P_HALVINGS: [usize; 9] = [10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000];
 
-/// Untargeted Square attack with the margin loss `z_y − max_{j≠y} z_j`.
+/// Untargeted Square attack with the margin loss `z_y − max_{j≠y} z_j`. As in the reference,
+/// each iteration's window is drawn once for the whole batch (from the [`BatchRng`]'s shared
+/// generator, the same for every batch under AutoAttack); everything else is per image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Square {
     /// Threat model (L∞ or L2).
@@ -297,9 +306,9 @@ fn l2_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rngs: &mut BatchRng) -> Tenso
 
 /// L2 proposal (the reference's window swap): mass is taken from two windows W₁, W₂ (positions
 /// and pattern shared by the batch); W₂ is zeroed and W₁ becomes a fresh `eta` pattern (random
-/// sign per image and channel, from the image's generator) plus W₁'s old content normalised, scaled per channel to
-/// `√(max(ε² − ‖δ‖², 0)/c + ‖δ on W₁ ∪ W₂‖²)`; the whole perturbation is then rescaled to norm ε
-/// and clipped to [0, 1].
+/// sign per image and channel, from the image's generator) plus W₁'s old content normalised,
+/// scaled per channel to `√(max(ε² − ‖δ‖², 0)/c + ‖δ on W₁ ∪ W₂‖²)`; the whole perturbation is
+/// then rescaled to norm ε and clipped to [0, 1].
 fn l2_candidate<B: Backend>(
     search: &Search<B>,
     eps: f64,
