@@ -63,7 +63,7 @@ pub fn derived(seed: u64, stream: u64, index: u64) -> ChaCha8Rng {
 /// The randomness of one batch of images: a generator per image, so an image's random numbers
 /// do not depend on which other images share its batch or how large the batch is, and one
 /// shared generator for the draws an algorithm makes once for the whole batch (Square's window
-/// positions). AutoAttack derives image `i`'s generator from `(seed, attack, i)`; a caller of
+/// positions). AutoAttack derives image `i`'s generator from `(seed, stage, i)`; a caller of
 /// [`Attack::perturb`](crate::attacks::Attack::perturb) gets generators derived from its own.
 ///
 /// Attacks draw from row `r` only for image `r`; the `*_rows` methods fill row `r` of a tensor
@@ -117,7 +117,7 @@ impl BatchRng {
     }
 
     /// Runs `f` on the generators of the images `rows` only (a sub-batch), then keeps how far
-    /// each of them advanced.
+    /// each of them advanced. Panics if a row is not below [`Self::len`].
     pub fn with_rows<T>(&mut self, rows: &[usize], f: impl FnOnce(&mut BatchRng) -> T) -> T {
         let mut sub = BatchRng {
             rows: rows.iter().map(|&r| self.rows[r].clone()).collect(),
