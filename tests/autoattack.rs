@@ -371,13 +371,16 @@ fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) 
     std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
 }
 
-#[test]
-fn inconsistent_state_files_are_refused_without_panicking() {
-    let dir = tempfile::tempdir().unwrap();
-    let pristine = dir.path().join("pristine.state");
-    assert!(run_interrupted(&pristine, 7));
-    let (model, data) = problem();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+/// Edits of a state file and the words of the error each must give.
+type Edits = Vec<(
+    &'static str,
+    Box<dyn Fn(&mut serde_json::Value)>,
+    &'static str,
+)>;
+
+/// Counts that do not fit the evaluation or each other.
+fn inconsistent_counts() -> Edits {
+    vec![
         (
             "empty robust mask",
             Box::new(|v| v["robust_mask"] = serde_json::json!([])),
@@ -412,29 +415,6 @@ fn inconsistent_state_files_are_refused_without_panicking() {
             "robust but not as clean",
         ),
         (
-            "the format before regrouped batches",
-            Box::new(|v| v["format"] = serde_json::json!(2)),
-            "format 2 (this version of ltd reads format 3)",
-        ),
-        (
-            "a stage mask of another length",
-            Box::new(|v| v["stage_mask"].as_array_mut().unwrap().truncate(10)),
-            "stage mask holds 10",
-        ),
-        (
-            "a robust image broken before its stage",
-            Box::new(|v| {
-                v["robust_mask"][59] = serde_json::json!(true);
-                v["stage_mask"][59] = serde_json::json!(false);
-            }),
-            "before its stage began",
-        ),
-        (
-            "an image broken in a batch not yet attacked",
-            Box::new(|v| v["robust_mask"][59] = serde_json::json!(false)),
-            "has not attacked yet",
-        ),
-        (
             "an older format",
             Box::new(|v| {
                 v.as_object_mut().unwrap().remove("format");
@@ -466,8 +446,48 @@ fn inconsistent_state_files_are_refused_without_panicking() {
             }),
             "stage `fgsm`",
         ),
-    ];
-    for (name, edit, expected) in cases {
+    ]
+}
+
+/// A state of the previous format, and current stages that do not fit their regrouping.
+fn inconsistent_stages() -> Edits {
+    vec![
+        (
+            "the format before regrouped batches",
+            Box::new(|v| v["format"] = serde_json::json!(2)),
+            "format 2 (this version of ltd reads format 3)",
+        ),
+        (
+            "a stage mask of another length",
+            Box::new(|v| v["stage_mask"].as_array_mut().unwrap().truncate(10)),
+            "stage mask holds 10",
+        ),
+        (
+            "a robust image broken before its stage",
+            Box::new(|v| {
+                v["robust_mask"][59] = serde_json::json!(true);
+                v["stage_mask"][59] = serde_json::json!(false);
+            }),
+            "before its stage began",
+        ),
+        (
+            "an image broken in a batch not yet attacked",
+            Box::new(|v| v["robust_mask"][59] = serde_json::json!(false)),
+            "has not attacked yet",
+        ),
+    ]
+}
+
+#[test]
+fn inconsistent_state_files_are_refused_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine.state");
+    assert!(run_interrupted(&pristine, 7));
+    let (model, data) = problem();
+    for (name, edit, expected) in inconsistent_counts()
+        .into_iter()
+        .chain(inconsistent_stages())
+    {
         let state = dir.path().join("eval.state");
         std::fs::copy(&pristine, &state).unwrap();
         std::fs::copy(
