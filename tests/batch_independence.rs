@@ -283,3 +283,47 @@ fn each_stage_regroups_the_robust_images_into_full_batches() {
     expected.push(left % 8);
     assert_eq!(*sizes.borrow(), expected);
 }
+
+#[test]
+fn a_convolutional_network_gives_each_image_the_same_result_in_any_batch() {
+    // The convolutions batch their work; an image's gradient must still be its own, bit for bit.
+    use burn::module::AutodiffModule;
+    use ltd::core::eval::autoattack::Images;
+    let device = Default::default();
+    let model = ltd::core::models::Arch::WRN_10_1
+        .init_seeded::<AD>(10, None, 1, &device)
+        .unwrap();
+    let images = ltd::data::SyntheticConfig::default()
+        .generate()
+        .unwrap()
+        .test;
+    let all: Vec<usize> = (0..6).collect();
+    let (x, _) = Images::batch::<Inner<AD>>(&images, &all, &device).unwrap();
+    let y = model.valid().forward(x.clone(), Mode::Eval).argmax(1);
+    let pgd = Pgd::new(ThreatModel::linf(LINF), 2, LINF / 2.0);
+    let run = |rows: &[usize]| {
+        let index = Tensor::<Inner<AD>, 1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&i| i as i64).collect(), [rows.len()]),
+            &device,
+        );
+        let (x, y) = (
+            x.clone().select(0, index.clone()),
+            y.clone().select(0, index),
+        );
+        let mut rngs = BatchRng::new(5, 1, rows.iter().map(|&i| i as u64));
+        let y = y.squeeze_dim::<1>(1);
+        let x_adv = pgd.perturb_with(&model, x, y, &mut rngs).unwrap();
+        values(x_adv)
+    };
+    let whole = run(&all);
+    let per = whole.len() / all.len();
+    for group in [&[4usize, 1][..], &[0, 5, 2, 3]] {
+        let part = run(group);
+        for (k, &i) in group.iter().enumerate() {
+            assert!(
+                part[k * per..(k + 1) * per] == whole[i * per..(i + 1) * per],
+                "image {i} moved with its batch"
+            );
+        }
+    }
+}
