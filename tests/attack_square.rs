@@ -135,12 +135,17 @@ fn count(flags: &[bool]) -> usize {
 fn output_stays_in_the_ball_and_the_box() {
     let (model, x, y) = random_linear(12, 1);
     for threat in [ThreatModel::linf(8.0 / 255.0), ThreatModel::l2(0.5)] {
-        let adv = perturb(&square(threat, 40), &model, &x, &y, 0);
-        let d = values(threat.distances(adv.clone(), x.clone()));
-        assert!(d.iter().all(|&d| d <= threat.eps as f32 + 1e-5), "{d:?}");
-        assert!(d.iter().any(|&d| d > 0.0), "nothing was broken");
-        let v = values(adv);
-        assert!(v.iter().all(|&p| (0.0..=1.0).contains(&p)));
+        // One image or none of the 12 breaks, depending on the draws: try a few seeds.
+        let mut broken = 0;
+        for seed in 0..3 {
+            let adv = perturb(&square(threat, 40), &model, &x, &y, seed);
+            let d = values(threat.distances(adv.clone(), x.clone()));
+            assert!(d.iter().all(|&d| d <= threat.eps as f32 + 1e-5), "{d:?}");
+            broken += d.iter().filter(|&&d| d > 0.0).count();
+            let v = values(adv);
+            assert!(v.iter().all(|&p| (0.0..=1.0).contains(&p)));
+        }
+        assert!(broken > 0, "nothing was broken");
     }
 
     // L2 on 32 × 32 images (tiles of side 6 at the start) through a small WideResNet; images near

@@ -12,6 +12,7 @@ use ltd::core::attacks::{Apgd, ApgdLoss, Attack, Fgsm, Inner, ThreatModel};
 use ltd::core::eval::autoattack::{
     self, AttackName, AutoAttackConfig, AutoAttackReport, RunOptions, Shard,
 };
+use ltd::core::random::BatchRng;
 use ltd::core::{Classifier, Mode};
 use ltd::data::{Dataset, ImageShape, SyntheticConfig};
 use rand::{Rng, SeedableRng};
@@ -174,12 +175,12 @@ impl Attack<AD, LinearClassifier<AD>> for Recorder {
     fn name(&self) -> String {
         "recorder".into()
     }
-    fn perturb(
+    fn perturb_with(
         &self,
         _model: &LinearClassifier<AD>,
         x: Tensor<Inner<AD>, 4>,
         _y: Tensor<Inner<AD>, 1, Int>,
-        _rng: &mut ChaCha8Rng,
+        _rngs: &mut BatchRng,
     ) -> ltd::core::Result<Tensor<Inner<AD>, 4>> {
         let n = x.dims()[0];
         let v = values(x.clone());
@@ -244,6 +245,28 @@ fn resume_after_an_interruption_gives_the_uninterrupted_report() {
         "the run should have been interrupted"
     );
     assert!(state.exists());
+
+    let resumed = evaluate(0..60, Some(state.clone()), true);
+    assert_eq!(untimed(resumed), untimed(whole));
+}
+
+#[test]
+fn resume_in_the_middle_of_a_regrouped_stage_gives_the_uninterrupted_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("eval.state");
+    let whole = evaluate(0..60, None, false);
+    // Progress calls: 4 clean batches, 4 of FGSM (all 60 robust), then APGD's regrouped ones.
+    let left = whole.stages[0].robust_count;
+    assert!(
+        left > 16 && left < 60,
+        "APGD must get 2+ batches, fewer than FGSM: {left}"
+    );
+    assert!(run_interrupted(&state, 9));
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(
+        (&saved["stage"], &saved["next_batch"]),
+        (&1.into(), &1.into())
+    );
 
     let resumed = evaluate(0..60, Some(state.clone()), true);
     assert_eq!(untimed(resumed), untimed(whole));
@@ -348,13 +371,16 @@ fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) 
     std::fs::write(path, serde_json::to_vec(&value).unwrap()).unwrap();
 }
 
-#[test]
-fn inconsistent_state_files_are_refused_without_panicking() {
-    let dir = tempfile::tempdir().unwrap();
-    let pristine = dir.path().join("pristine.state");
-    assert!(run_interrupted(&pristine, 7));
-    let (model, data) = problem();
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+/// Edits of a state file and the words of the error each must give.
+type Edits = Vec<(
+    &'static str,
+    Box<dyn Fn(&mut serde_json::Value)>,
+    &'static str,
+)>;
+
+/// Counts that do not fit the evaluation or each other.
+fn inconsistent_counts() -> Edits {
+    vec![
         (
             "empty robust mask",
             Box::new(|v| v["robust_mask"] = serde_json::json!([])),
@@ -377,7 +403,7 @@ fn inconsistent_state_files_are_refused_without_panicking() {
         ),
         (
             "a batch past the end",
-            Box::new(|v| v["next_block"] = serde_json::json!(usize::MAX)),
+            Box::new(|v| v["next_batch"] = serde_json::json!(usize::MAX)),
             "batch",
         ),
         (
@@ -410,7 +436,7 @@ fn inconsistent_state_files_are_refused_without_panicking() {
                     .filter(|r| r.as_bool().unwrap())
                     .count();
                 v["stage"] = serde_json::json!(1);
-                v["next_block"] = serde_json::json!(0);
+                v["next_batch"] = serde_json::json!(0);
                 v["stages"] = serde_json::json!([{
                     "name": "fgsm",
                     "robust_accuracy": 1u64 << 40,
@@ -420,8 +446,48 @@ fn inconsistent_state_files_are_refused_without_panicking() {
             }),
             "stage `fgsm`",
         ),
-    ];
-    for (name, edit, expected) in cases {
+    ]
+}
+
+/// A state of the previous format, and current stages that do not fit their regrouping.
+fn inconsistent_stages() -> Edits {
+    vec![
+        (
+            "the format before regrouped batches",
+            Box::new(|v| v["format"] = serde_json::json!(2)),
+            "format 2 (this version of ltd reads format 3)",
+        ),
+        (
+            "a stage mask of another length",
+            Box::new(|v| v["stage_mask"].as_array_mut().unwrap().truncate(10)),
+            "stage mask holds 10",
+        ),
+        (
+            "a robust image broken before its stage",
+            Box::new(|v| {
+                v["robust_mask"][59] = serde_json::json!(true);
+                v["stage_mask"][59] = serde_json::json!(false);
+            }),
+            "before its stage began",
+        ),
+        (
+            "an image broken in a batch not yet attacked",
+            Box::new(|v| v["robust_mask"][59] = serde_json::json!(false)),
+            "has not attacked yet",
+        ),
+    ]
+}
+
+#[test]
+fn inconsistent_state_files_are_refused_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let pristine = dir.path().join("pristine.state");
+    assert!(run_interrupted(&pristine, 7));
+    let (model, data) = problem();
+    for (name, edit, expected) in inconsistent_counts()
+        .into_iter()
+        .chain(inconsistent_stages())
+    {
         let state = dir.path().join("eval.state");
         std::fs::copy(&pristine, &state).unwrap();
         std::fs::copy(

@@ -4,12 +4,15 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::rows::{per_image, where_rows, Progress};
-use super::{l2_norms, step_direction, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
+use super::{
+    check_generators, l2_norms, step_direction, Attack, AttackModel, Inner, Norm, ThreatModel,
+    Victim,
+};
 use crate::losses::{cross_entropy, dlr, dlr_targeted};
+use crate::random::BatchRng;
 use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 
@@ -126,14 +129,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Apgd {
         }
     }
 
-    fn perturb(
+    fn perturb_with(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.threat.validate()?;
+        check_generators(rngs, x.dims()[0])?;
         let victim = Victim::<B, M>::new(model);
         if self.loss == ApgdLoss::Dlr && victim.num_classes() < 3 {
             return Err(LtdError::InvalidInput(format!(
@@ -147,7 +151,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Apgd {
                 ApgdLoss::CrossEntropy => Objective::CrossEntropy,
                 ApgdLoss::Dlr => Objective::Dlr,
             };
-            state.attack_remaining(|x, y| {
+            state.attack_remaining(rngs, |x, y, rngs| {
                 single_run(
                     &victim,
                     &self.threat,
@@ -156,7 +160,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Apgd {
                     x,
                     y,
                     objective,
-                    rng,
+                    rngs,
                 )
             })?;
         }
@@ -169,14 +173,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
         "apgd-t".into()
     }
 
-    fn perturb(
+    fn perturb_with(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.threat.validate()?;
+        check_generators(rngs, x.dims()[0])?;
         let victim = Victim::<B, M>::new(model);
         let classes = victim.num_classes();
         if classes < 4 {
@@ -187,7 +192,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
         let mut state = Progress::new(&victim, x, y)?;
         for rank in 1..=self.target_classes.min(classes - 1) {
             for _ in 0..self.restarts {
-                state.attack_remaining(|x, y| {
+                state.attack_remaining(rngs, |x, y, rngs| {
                     // The target is the (rank+1)-th highest clean logit of each remaining image.
                     let order = victim.logits(x.clone()).argsort_descending(1);
                     let targets = order.narrow(1, rank, 1).squeeze_dim::<1>(1);
@@ -200,7 +205,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for ApgdTargeted {
                         x,
                         y,
                         objective,
-                        rng,
+                        rngs,
                     )
                 })?;
             }
@@ -220,7 +225,7 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
     x: Tensor<Inner<B>, 4>,
     y: Tensor<Inner<B>, 1, Int>,
     objective: Objective<B>,
-    rng: &mut ChaCha8Rng,
+    rngs: &mut BatchRng,
 ) -> Result<(Tensor<Inner<B>, 4>, Vec<bool>)> {
     let labels = Tensor::<B, 1, Int>::from_inner(y.clone());
     let evaluate = |x_adv: Tensor<Inner<B>, 4>| {
@@ -232,7 +237,7 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
         })
     };
 
-    let x_adv = random_start(threat, &x, rng);
+    let x_adv = random_start(threat, &x, rngs);
     let (logits, loss, grad) = evaluate(x_adv.clone());
     let mut run = Run::new(threat, iterations, x_adv, logits, loss, grad, &y)?;
     for i in 0..iterations {
@@ -249,16 +254,16 @@ fn single_run<B: AutodiffBackend, M: AttackModel<B>>(
 }
 
 /// The start of a run: `x + ε·t/‖t‖` with t uniform in [−1, 1] (L∞) or standard normal (L2),
-/// clipped to [0, 1].
+/// each image's t from its own generator, clipped to [0, 1].
 fn random_start<B: Backend>(
     threat: &ThreatModel,
     x: &Tensor<B, 4>,
-    rng: &mut ChaCha8Rng,
+    rngs: &mut BatchRng,
 ) -> Tensor<B, 4> {
     let device = x.device();
     let t = match threat.norm {
-        Norm::Linf => crate::random::uniform::<B, 4>(rng, x.dims(), -1.0, 1.0, &device),
-        Norm::L2 => crate::random::normal::<B, 4>(rng, x.dims(), &device),
+        Norm::Linf => rngs.uniform_rows::<B, 4>(x.dims(), -1.0, 1.0, &device),
+        Norm::L2 => rngs.normal_rows::<B, 4>(x.dims(), &device),
     };
     let t_norm = match threat.norm {
         Norm::Linf => t

@@ -3,10 +3,10 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
-use rand_chacha::ChaCha8Rng;
 
 use super::{step_direction, Attack, AttackModel, Inner, ThreatModel, Victim};
 use crate::losses::cross_entropy;
+use crate::random::BatchRng;
 use crate::Result;
 
 /// Fast gradient sign method.
@@ -28,12 +28,12 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Fgsm {
         "fgsm".into()
     }
 
-    fn perturb(
+    fn perturb_with(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        _rng: &mut ChaCha8Rng,
+        _rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.threat.validate()?;
         let victim = Victim::<B, M>::new(model);

@@ -26,6 +26,7 @@ use burn::tensor::{Int, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use crate::models::{Classifier, Mode};
+use crate::random::BatchRng;
 use crate::Result;
 
 /// Inner backend of `B`.
@@ -52,6 +53,7 @@ where
 /// use burn::tensor::{Int, Tensor};
 /// use ltd_core::attacks::{Attack, Pgd};
 /// use ltd_core::models::{Arch, Classifier, Mode};
+/// use ltd_core::random::BatchRng;
 /// use rand::SeedableRng;
 ///
 /// type B = Autodiff<Flex>;
@@ -61,9 +63,12 @@ where
 /// let x = Tensor::<Flex, 4>::zeros([8, 3, 32, 32], &device); // images in [0, 1]
 /// let y = Tensor::<Flex, 1, Int>::zeros([8], &device);
 /// let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-/// let x_adv = Pgd::pgd20().perturb(&model, x, y, &mut rng)?; // L∞ 8/255, 20 steps
+/// let x_adv = Pgd::pgd20().perturb(&model, x.clone(), y.clone(), &mut rng)?; // L∞ 8/255
 /// let predictions = model.valid().forward(x_adv, Mode::Eval).argmax(1);
-/// # let _ = predictions;
+/// // The same images with their own generators: image i's random start comes from
+/// // `derived(7, 0, i)`, whatever else is in the batch.
+/// let x_adv = Pgd::pgd20().perturb_with(&model, x, y, &mut BatchRng::from_seed(7, 8))?;
+/// # let _ = (predictions, x_adv);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Attack<B: AutodiffBackend, M: AttackModel<B>> {
@@ -71,14 +76,42 @@ pub trait Attack<B: AutodiffBackend, M: AttackModel<B>> {
     fn name(&self) -> String;
 
     /// Adversarial versions of `x` (labels `y`), inside the threat model and [0, 1]. Images the
-    /// attack does not break may come back unchanged. `rng` seeds every random choice.
+    /// attack does not break may come back unchanged. `rng` seeds every random choice: each
+    /// image gets a generator derived from it (see [`perturb_with`](Self::perturb_with)).
     fn perturb(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
         rng: &mut ChaCha8Rng,
+    ) -> Result<Tensor<Inner<B>, 4>> {
+        let mut rngs = BatchRng::from_rng(rng, x.dims()[0]);
+        self.perturb_with(model, x, y, &mut rngs)
+    }
+
+    /// [`perturb`](Self::perturb) with image `i`'s random choices drawn from generator `i` of
+    /// `rngs` (and those the algorithm shares across the batch from its shared one), so an
+    /// image's result does not depend on the other images of the batch. `rngs` must hold one
+    /// generator per image.
+    fn perturb_with(
+        &self,
+        model: &M,
+        x: Tensor<Inner<B>, 4>,
+        y: Tensor<Inner<B>, 1, Int>,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>>;
+}
+
+/// Refuses generators that do not match the batch (one per image).
+pub(crate) fn check_generators(rngs: &BatchRng, images: usize) -> Result<()> {
+    if rngs.len() == images {
+        Ok(())
+    } else {
+        Err(crate::LtdError::InvalidInput(format!(
+            "{} random generators for a batch of {images} images; an attack needs one per image",
+            rngs.len()
+        )))
+    }
 }
 
 /// The model as attacks see it: a parameter-frozen autodiff copy for input gradients and an
@@ -145,23 +178,23 @@ pub(crate) fn step_direction<Bk: burn::tensor::backend::Backend>(
 }
 
 /// A uniformly random point of the ball around `x` (L∞: uniform per pixel; L2: a uniform
-/// direction at a uniform radius), clipped to [0, 1].
+/// direction at a uniform radius), clipped to [0, 1]; each image's from its own generator.
 pub(crate) fn random_start<Bk: burn::tensor::backend::Backend>(
     threat: &ThreatModel,
     x: Tensor<Bk, 4>,
-    rng: &mut ChaCha8Rng,
+    rngs: &mut BatchRng,
 ) -> Tensor<Bk, 4> {
     let device = x.device();
     let shape = x.dims();
     let eps = threat.eps as f32;
     let delta = match threat.norm {
-        Norm::Linf => crate::random::uniform::<Bk, 4>(rng, shape, -eps, eps, &device),
+        Norm::Linf => rngs.uniform_rows::<Bk, 4>(shape, -eps, eps, &device),
         Norm::L2 => {
-            let direction = crate::random::normal::<Bk, 4>(rng, shape, &device);
+            let direction = rngs.normal_rows::<Bk, 4>(shape, &device);
             let norms = l2_norms(direction.clone())
                 .add_scalar(1e-12)
                 .reshape([-1, 1, 1, 1]);
-            let radius = crate::random::uniform::<Bk, 1>(rng, [shape[0]], 0.0, eps, &device);
+            let radius = rngs.uniform_rows::<Bk, 1>([shape[0]], 0.0, eps, &device);
             direction.div(norms).mul(radius.reshape([-1, 1, 1, 1]))
         }
     };

@@ -3,11 +3,13 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{random_start, step_direction, Attack, AttackModel, Inner, ThreatModel, Victim};
+use super::{
+    check_generators, random_start, step_direction, Attack, AttackModel, Inner, ThreatModel, Victim,
+};
 use crate::losses::{cross_entropy, margin};
+use crate::random::BatchRng;
 use crate::{LtdError, Result};
 
 /// The loss PGD ascends.
@@ -65,14 +67,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Pgd {
         }
     }
 
-    fn perturb(
+    fn perturb_with(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.threat.validate()?;
+        check_generators(rngs, x.dims()[0])?;
         if !(self.step_size.is_finite() && self.step_size > 0.0) {
             return Err(LtdError::InvalidConfig(format!(
                 "PGD step size must be > 0, got {}",
@@ -82,7 +85,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Pgd {
         let victim = Victim::<B, M>::new(model);
         let labels = Tensor::<B, 1, Int>::from_inner(y);
         let mut x_adv = if self.random_start {
-            random_start(&self.threat, x.clone(), rng)
+            random_start(&self.threat, x.clone(), rngs)
         } else {
             x.clone()
         };

@@ -5,6 +5,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 
 use super::{AttackModel, Victim};
+use crate::random::BatchRng;
 use crate::tensors::read_bools;
 use crate::Result;
 
@@ -31,11 +32,16 @@ impl<B: Backend> Progress<B> {
         })
     }
 
-    /// Runs `attack` on the unbroken images and records the ones it breaks (`attack` returns
-    /// its adversarial images and which of them fool the model).
+    /// Runs `attack` on the unbroken images, with their generators from `rngs`, and records the
+    /// ones it breaks (`attack` returns its adversarial images and which of them fool the model).
     pub(crate) fn attack_remaining(
         &mut self,
-        attack: impl FnOnce(Tensor<B, 4>, Tensor<B, 1, Int>) -> Result<(Tensor<B, 4>, Vec<bool>)>,
+        rngs: &mut BatchRng,
+        attack: impl FnOnce(
+            Tensor<B, 4>,
+            Tensor<B, 1, Int>,
+            &mut BatchRng,
+        ) -> Result<(Tensor<B, 4>, Vec<bool>)>,
     ) -> Result<()> {
         let remaining: Vec<usize> = (0..self.robust.len()).filter(|&i| self.robust[i]).collect();
         if remaining.is_empty() {
@@ -43,10 +49,11 @@ impl<B: Backend> Progress<B> {
         }
         let device = self.x.device();
         let index = index_tensor::<B>(&remaining, &device);
-        let (found, fooled) = attack(
+        let (x, y) = (
             self.x.clone().select(0, index.clone()),
             self.y.clone().select(0, index),
-        )?;
+        );
+        let (found, fooled) = rngs.with_rows(&remaining, |rngs| attack(x, y, rngs))?;
         // Rows of `found` replace the broken images: gather from [found; adversarial].
         let mut source: Vec<usize> = (0..self.robust.len())
             .map(|i| remaining.len() + i)

@@ -2,6 +2,13 @@
 //! (reference `square.py`): a random search that only reads logits — no gradients — so gradient
 //! masking cannot hide a weak model from it. Each iteration proposes a change inside one random
 //! square window; an image keeps the proposal when its margin drops or it becomes misclassified.
+//!
+//! Randomness: the start (L∞ stripes, L2 tile signs) and the L2 window signs are per image,
+//! from the image's own generator of the [`BatchRng`]. Like the reference, each iteration draws
+//! the window's position (and the L∞ window's channel signs, the L2 pattern's orientation) once
+//! for the whole batch; these come from the shared generator, which does not depend on the batch
+//! (AutoAttack derives it from its seed and stage), so every batch sees the same windows and an
+//! image's result does not depend on the images beside it.
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -10,9 +17,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::rows::{index_tensor, where_rows, Progress};
-use super::{l2_norms, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
+use super::{check_generators, l2_norms, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
 use crate::losses::{correct, margin};
-use crate::random::{index_below, signs};
+use crate::random::{index_below, signs, BatchRng};
 use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 
@@ -20,7 +27,9 @@ use crate::{LtdError, Result};
 /// `resc_schedule=False`, so these hold whatever the query budget).
 const P_HALVINGS: [usize; 9] = [10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000];
 
-/// Untargeted Square attack with the margin loss `z_y − max_{j≠y} z_j`.
+/// Untargeted Square attack with the margin loss `z_y − max_{j≠y} z_j`. As in the reference,
+/// each iteration's window is drawn once for the whole batch (from the [`BatchRng`]'s shared
+/// generator, the same for every batch under AutoAttack); everything else is per image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Square {
     /// Threat model (L∞ or L2).
@@ -100,12 +109,12 @@ impl Square {
         victim: &Victim<B, M>,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         let [_, c, h, w] = x.dims();
         let start = match self.threat.norm {
-            Norm::Linf => linf_start(x.clone(), self.threat.eps, rng),
-            Norm::L2 => l2_start(x.clone(), self.threat.eps, rng),
+            Norm::Linf => linf_start(x.clone(), self.threat.eps, rngs),
+            Norm::L2 => l2_start(x.clone(), self.threat.eps, rngs),
         };
         let margins = read_floats(margin(victim.logits(start.clone()), y.clone()))?;
         let mut search = Search::new(x, y, start, margins);
@@ -115,8 +124,8 @@ impl Square {
             }
             let s = self.side(iteration, [c, h, w]);
             let candidate = match self.threat.norm {
-                Norm::Linf => linf_candidate(&search, self.threat.eps, s, rng),
-                Norm::L2 => l2_candidate(&search, self.threat.eps, s, rng),
+                Norm::Linf => linf_candidate(&search, self.threat.eps, s, rngs.shared()),
+                Norm::L2 => l2_candidate(&search, self.threat.eps, s, rngs),
             };
             let margins = read_floats(margin(victim.logits(candidate.clone()), search.y.clone()))?;
             search.update(candidate, &margins);
@@ -130,19 +139,20 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for Square {
         "square".into()
     }
 
-    fn perturb(
+    fn perturb_with(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.validate(x.dims())?;
+        check_generators(rngs, x.dims()[0])?;
         let victim = Victim::<B, M>::new(model);
         let mut state = Progress::new(&victim, x, y)?;
         for _ in 0..self.restarts {
-            state.attack_remaining(|x, y| {
-                let found = self.single_run(&victim, x, y.clone(), rng)?;
+            state.attack_remaining(rngs, |x, y, rngs| {
+                let found = self.single_run(&victim, x, y.clone(), rngs)?;
                 // As the reference: broken means the final point's arg-max differs from y.
                 let still = read_bools(correct(victim.logits(found.clone()), y))?;
                 Ok((found, still.iter().map(|c| !c).collect()))
@@ -232,17 +242,17 @@ impl<B: Backend> Search<B> {
     }
 }
 
-/// L∞ start: `x + ε·s` with one random sign per (image, channel, column) — vertical stripes —
-/// clipped to [0, 1].
-fn linf_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rng: &mut ChaCha8Rng) -> Tensor<B, 4> {
+/// L∞ start: `x + ε·s` with one random sign per (image, channel, column) — vertical stripes,
+/// each image's from its own generator — clipped to [0, 1].
+fn linf_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rngs: &mut BatchRng) -> Tensor<B, 4> {
     let [n, c, _, w] = x.dims();
-    let stripes = signs::<B, 4>(rng, [n, c, 1, w], &x.device());
+    let stripes = rngs.signs_rows::<B, 4>([n, c, 1, w], &x.device());
     x.add(stripes.mul_scalar(eps)).clamp(0.0, 1.0)
 }
 
 /// L∞ proposal: one window (position and per-channel signs shared by the whole batch, as in the
-/// reference) moved by ±2ε, then clipped to the ε-ball and [0, 1] — so the window lands on a
-/// vertex of the ball.
+/// reference, drawn from the `shared` generator) moved by ±2ε, then clipped to the ε-ball and
+/// [0, 1] — so the window lands on a vertex of the ball.
 fn linf_candidate<B: Backend>(
     search: &Search<B>,
     eps: f64,
@@ -267,10 +277,11 @@ fn linf_candidate<B: Backend>(
         .clamp(0.0, 1.0)
 }
 
-/// L2 start: a grid of ⌊h/5⌋-sided tiles from offset ⌊(h − 5⌊h/5⌋)/2⌋, each an `eta` pattern with
-/// one random sign per (image, channel), the sum rescaled to norm ε and clipped to [0, 1].
-/// Tiles crossing the border are cropped (the reference fails on such sizes, e.g. h = 12).
-fn l2_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rng: &mut ChaCha8Rng) -> Tensor<B, 4> {
+/// L2 start: a grid of ⌊h/5⌋-sided tiles from offset ⌊(h − 5⌊h/5⌋)/2⌋, each an `eta` pattern
+/// (its orientation shared by the batch, as in the reference) with one random sign per (image,
+/// channel), the sum rescaled to norm ε and clipped to [0, 1]. Tiles crossing the border are
+/// cropped (the reference fails on such sizes, e.g. h = 12).
+fn l2_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rngs: &mut BatchRng) -> Tensor<B, 4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
     let s = h / 5;
@@ -279,7 +290,7 @@ fn l2_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rng: &mut ChaCha8Rng) -> Tens
     for th in 0..h / s {
         for tw in 0..w / s {
             let (vh, vw) = (offset + th * s, offset + tw * s);
-            let pattern = eta(s, rng);
+            let pattern = eta(s, rngs.shared());
             let mut placed = vec![0.0f32; h * w];
             for r in 0..s.min(h.saturating_sub(vh)) {
                 for q in 0..s.min(w.saturating_sub(vw)) {
@@ -287,25 +298,26 @@ fn l2_start<B: Backend>(x: Tensor<B, 4>, eps: f64, rng: &mut ChaCha8Rng) -> Tens
                 }
             }
             let placed = Tensor::<B, 4>::from_data(TensorData::new(placed, [1, 1, h, w]), &device);
-            delta = delta.add(placed.mul(signs::<B, 4>(rng, [n, c, 1, 1], &device)));
+            delta = delta.add(placed.mul(rngs.signs_rows::<B, 4>([n, c, 1, 1], &device)));
         }
     }
     x.add(unit_l2(delta).mul_scalar(eps)).clamp(0.0, 1.0)
 }
 
-/// L2 proposal (the reference's window swap): mass is taken from two windows W₁, W₂ (shared
-/// positions for the batch); W₂ is zeroed and W₁ becomes a fresh `eta` pattern (random sign per
-/// image and channel) plus W₁'s old content normalised, scaled per channel to
-/// `√(max(ε² − ‖δ‖², 0)/c + ‖δ on W₁ ∪ W₂‖²)`; the whole perturbation is then rescaled to norm ε
-/// and clipped to [0, 1].
+/// L2 proposal (the reference's window swap): mass is taken from two windows W₁, W₂ (positions
+/// and pattern shared by the batch); W₂ is zeroed and W₁ becomes a fresh `eta` pattern (random
+/// sign per image and channel, from the image's generator) plus W₁'s old content normalised,
+/// scaled per channel to `√(max(ε² − ‖δ‖², 0)/c + ‖δ on W₁ ∪ W₂‖²)`; the whole perturbation is
+/// then rescaled to norm ε and clipped to [0, 1].
 fn l2_candidate<B: Backend>(
     search: &Search<B>,
     eps: f64,
     s: usize,
-    rng: &mut ChaCha8Rng,
+    rngs: &mut BatchRng,
 ) -> Tensor<B, 4> {
     let [m, c, h, w] = search.x.dims();
     let device = search.x.device();
+    let rng = rngs.shared();
     let vh = index_below(rng, h - s);
     let vw = index_below(rng, w - s);
     let vh2 = index_below(rng, h - s);
@@ -322,9 +334,10 @@ fn l2_candidate<B: Backend>(
     let window_norms = channel_norms(delta.clone().mul(union));
 
     let pattern = Tensor::<B, 4>::from_data(TensorData::new(eta(s, rng), [1, 1, s, s]), &device);
-    let fresh = pattern
-        .mul(signs::<B, 4>(rng, [m, c, 1, 1], &device))
-        .add(old.div(old_norms.add_scalar(1e-12)));
+    let signs = rngs.with_rows(&search.rows, |rows| {
+        rows.signs_rows::<B, 4>([m, c, 1, 1], &device)
+    });
+    let fresh = pattern.mul(signs).add(old.div(old_norms.add_scalar(1e-12)));
     let budget = image_norms
         .square()
         .neg()

@@ -10,12 +10,12 @@
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::rows::Progress;
-use super::{Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
+use super::{check_generators, Attack, AttackModel, Inner, Norm, ThreatModel, Victim};
 use crate::losses::correct;
+use crate::random::BatchRng;
 use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 
@@ -81,14 +81,15 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
         "fab-t".into()
     }
 
-    fn perturb(
+    fn perturb_with(
         &self,
         model: &M,
         x: Tensor<Inner<B>, 4>,
         y: Tensor<Inner<B>, 1, Int>,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         self.validate()?;
+        check_generators(rngs, x.dims()[0])?;
         let victim = Victim::<B, M>::new(model);
         let classes = victim.num_classes();
         if classes < 2 {
@@ -100,7 +101,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
         let mut state = Progress::new(&victim, x, y)?;
         for rank in 1..=self.target_classes.min(classes - 1) {
             for restart in 0..self.restarts {
-                state.attack_remaining(|x, y| {
+                state.attack_remaining(rngs, |x, y, rngs| {
                     // The target is the (rank+1)-th highest clean logit of each remaining image;
                     // the reference re-reads the clean prediction here and attacks only the
                     // images it still classifies correctly.
@@ -118,7 +119,7 @@ impl<B: AutodiffBackend, M: AttackModel<B>> Attack<B, M> for FabTargeted {
                         targets,
                         &attackable,
                         restart > 0,
-                        rng,
+                        rngs,
                     )?;
                     // Broken iff misclassified within ε; the rest come back clean.
                     let still_correct = read_bools(correct(victim.logits(found.clone()), y))?;
@@ -148,7 +149,7 @@ impl FabTargeted {
         targets: Tensor<Inner<B>, 1, Int>,
         attackable: &[bool],
         random_start: bool,
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Tensor<Inner<B>, 4>> {
         let dims = x.dims();
         let device = x.device();
@@ -160,7 +161,7 @@ impl FabTargeted {
 
         let x0 = read_floats(x.clone())?;
         let mut x1 = if random_start {
-            self.random_start(x, &x0, rng)?
+            self.random_start(x, &x0, rngs)?
         } else {
             x0.clone()
         };
@@ -251,19 +252,19 @@ impl FabTargeted {
     }
 
     /// The reference's random start: `x + (ε/2)·t/‖t‖`, t uniform in [−1, 1] (L∞) or standard
-    /// normal (L2), clipped to [0, 1].
+    /// normal (L2), each image's from its own generator, clipped to [0, 1].
     fn random_start<Bk: Backend>(
         &self,
         x: Tensor<Bk, 4>,
         x0: &[f32],
-        rng: &mut ChaCha8Rng,
+        rngs: &mut BatchRng,
     ) -> Result<Vec<f32>> {
         let dims = x.dims();
         let device = x.device();
         let dim = dims[1] * dims[2] * dims[3];
         let t = read_floats(match self.threat.norm {
-            Norm::Linf => crate::random::uniform::<Bk, 4>(rng, dims, -1.0, 1.0, &device),
-            Norm::L2 => crate::random::normal::<Bk, 4>(rng, dims, &device),
+            Norm::Linf => rngs.uniform_rows::<Bk, 4>(dims, -1.0, 1.0, &device),
+            Norm::L2 => rngs.normal_rows::<Bk, 4>(dims, &device),
         })?;
         let eps = self.threat.eps as f32;
         let mut x1 = vec![0.0; x0.len()];

@@ -123,9 +123,8 @@ impl AutoAttackConfig {
         self
     }
 
-    /// Images per batch: memory against speed. Each block of this many images also seeds the
-    /// attacks' randomness, so another size may move the result within the attacks' run-to-run
-    /// variation.
+    /// Images per batch: memory against speed. The result does not depend on it: each image
+    /// draws its randomness from its own generator (see [the module](crate::eval::autoattack)).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
         self
@@ -181,7 +180,9 @@ impl FromStr for Shard {
 }
 
 impl Shard {
-    /// The images of this shard among `n` images: whole batches, split as evenly as possible.
+    /// The images of this shard among `n` images: whole batches of the clean pass, split as
+    /// evenly as possible. (Any split gives the same merged result; this one keeps the clean
+    /// pass's batches full.)
     pub fn range(&self, n: usize, batch_size: usize) -> Range<usize> {
         let blocks = n.div_ceil(batch_size.max(1));
         let start = (self.index - 1) * blocks / self.count;

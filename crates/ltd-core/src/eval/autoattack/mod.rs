@@ -1,12 +1,26 @@
 //! AutoAttack (Croce & Hein 2020): a clean pass, then each attack of a list on the points still
-//! robust, in fixed batches; a point counts as broken only if the attack's output is
-//! misclassified. Reports the cumulative robust accuracy after each stage (the paper's Table 4),
-//! per-image masks and time per stage; resumable after every batch and shardable.
+//! robust; a point counts as broken only if the attack's output is misclassified. Reports the
+//! cumulative robust accuracy after each stage (the paper's Table 4), per-image masks and time
+//! per stage; resumable after every batch and shardable.
 //!
-//! Batches are fixed blocks of `batch_size` consecutive images (the robust ones among them), and
-//! each block's randomness derives from `(seed, stage, block)`. The reference instead regroups
-//! the remaining robust points before each stage; blocks make a resumed run, and shards merged
+//! Batches stay full: as in the reference, before each stage the images still robust (in index
+//! order) are regrouped into batches of `batch_size`, so the later stages, which see fewer
+//! images, also run fewer batches. The state file records the stage's starting robust mask and
+//! the next batch, so a resumed run regroups exactly as the interrupted one did.
+//!
+//! Each image draws its random numbers from its own generator, derived from `(seed, stage, image
+//! index)` ([`BatchRng`]), so its result does not depend on the batch size, on which images
+//! share its batch, or on how the range is split into shards: a resumed run, and shards merged
 //! back together, give exactly the result of one uninterrupted run.
+//!
+//! One kind of draw is shared by a whole batch in the reference: Square's window — its position
+//! at every iteration (L∞ and L2), the per-channel signs of the L∞ window, and the orientation of
+//! the L2 `eta` pattern (also in the L2 start). The reference draws these once per iteration for
+//! its batch, so there an image's result depends on its batch. Here they are still drawn once per
+//! iteration, but from a generator derived from `(seed, stage)` alone, so every batch sees the
+//! same sequence of windows and the result still depends on neither the batch size nor the
+//! batch's other images. (The per-image draws — random starts, Square's stripes and window signs
+//! per image, FAB's restarts — use the image's own generator.)
 
 mod config;
 mod identity;
@@ -33,6 +47,7 @@ use crate::eval::outputs::ReportPaths;
 use crate::fs::write_atomic;
 use crate::losses::correct;
 use crate::models::{Classifier, Mode};
+use crate::random::BatchRng;
 use crate::tensors::{read_bools, read_floats};
 use crate::{LtdError, Result};
 use state::{load_state, read_adversarial_log, AdversarialLog, Expected, State};
@@ -147,15 +162,10 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
             reused: true,
         });
     }
-    let bs = config.batch_size;
-    let blocks: Vec<Range<usize>> = (0..range.len().div_ceil(bs))
-        .map(|b| range.start + b * bs..(range.start + (b + 1) * bs).min(range.end))
-        .collect();
     let expected = Expected {
         identity: &identity,
         config,
         range: &range,
-        blocks: blocks.len(),
         attacks: attacks.len(),
     };
     let (mut state, adversarial, log) = starting_point(&options, &expected, images)?;
@@ -167,7 +177,6 @@ pub fn run_attacks<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
         device,
         images,
         range,
-        blocks,
         state_path: options.state_path,
         keep_adversarial: options.keep_adversarial,
         adversarial,
@@ -285,7 +294,6 @@ struct Evaluation<'a, 'p, B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Si
     device: burn::tensor::Device<Inner<B>>,
     images: &'a I,
     range: Range<usize>,
-    blocks: Vec<Range<usize>>,
     state_path: Option<PathBuf>,
     keep_adversarial: bool,
     adversarial: Adversarial,
@@ -294,8 +302,7 @@ struct Evaluation<'a, 'p, B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Si
 }
 
 impl<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized> Evaluation<'_, '_, B, M, I> {
-    fn progress(&mut self, stage: &str, done: usize) {
-        let total = self.blocks.len();
+    fn progress(&mut self, stage: &str, done: usize, total: usize) {
         if let Some(on_progress) = &mut self.on_progress {
             on_progress(stage, done, total);
         }
@@ -316,65 +323,55 @@ impl<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized> Evaluation<'_, '
     fn clean_pass(&mut self, state: &mut State) -> Result<()> {
         let start = Instant::now();
         let mut mask = Vec::with_capacity(self.range.len());
-        for b in 0..self.blocks.len() {
-            let indices: Vec<usize> = self.blocks[b].clone().collect();
-            let (x, y) = self.images.batch::<Inner<B>>(&indices, &self.device)?;
+        let indices: Vec<usize> = self.range.clone().collect();
+        let batches: Vec<&[usize]> = indices.chunks(self.config.batch_size).collect();
+        for (b, batch) in batches.iter().enumerate() {
+            let (x, y) = self.images.batch::<Inner<B>>(batch, &self.device)?;
             mask.extend(read_bools(correct(self.inner.forward(x, Mode::Eval), y))?);
-            self.progress("clean", b + 1);
+            self.progress("clean", b + 1, batches.len());
         }
         state.robust_mask = mask.clone();
+        state.stage_mask = mask.clone();
         state.clean_mask = mask;
         state.clean_seconds = start.elapsed().as_secs_f64();
         self.save(state)
     }
 
-    /// Runs `attack` on the remaining blocks of the current stage, saving after each, and
+    /// Runs `attack` on the remaining batches of the current stage, saving after each, and
     /// closes the stage.
     fn stage(&mut self, attack: &dyn Attack<B, M>, state: &mut State) -> Result<()> {
         let name = attack.name();
+        let batches = state.batches();
         // A resumed stage keeps counting from the time it had already run.
         let now = Instant::now();
         let started = std::time::Duration::try_from_secs_f64(state.stage_seconds)
             .ok()
             .and_then(|elapsed| now.checked_sub(elapsed))
             .unwrap_or(now);
-        while state.next_block < self.blocks.len() {
-            self.attack_block(attack, state)?;
-            state.next_block += 1;
+        while state.next_batch < batches.len() {
+            self.attack_batch(attack, &batches[state.next_batch], state)?;
+            state.next_batch += 1;
             state.stage_seconds = started.elapsed().as_secs_f64();
             self.save(state)?;
-            self.progress(&name, state.next_block);
+            self.progress(&name, state.next_batch, batches.len());
         }
-        let robust_count = state.robust_mask.iter().filter(|r| **r).count();
-        state.stages.push(StageReport {
-            name,
-            robust_accuracy: fraction(robust_count, self.range.len()),
-            robust_count,
-            seconds: state.stage_seconds,
-        });
-        state.stage += 1;
-        state.next_block = 0;
-        state.stage_seconds = 0.0;
+        state.close_stage(name);
         self.save(state)
     }
 
-    /// Attacks the images of block `state.next_block` that are still robust; an image counts
-    /// as broken only if the attack's output is misclassified.
-    fn attack_block(&mut self, attack: &dyn Attack<B, M>, state: &mut State) -> Result<()> {
-        let b = state.next_block;
+    /// Attacks the images `todo` (dataset indices, all robust), each with its own generator;
+    /// an image counts as broken only if the attack's output is misclassified.
+    fn attack_batch(
+        &mut self,
+        attack: &dyn Attack<B, M>,
+        todo: &[usize],
+        state: &mut State,
+    ) -> Result<()> {
         let start = self.range.start;
-        let todo: Vec<usize> = self.blocks[b]
-            .clone()
-            .filter(|&i| state.robust_mask[i - start])
-            .collect();
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let (x, y) = self.images.batch::<Inner<B>>(&todo, &self.device)?;
-        let global_block = (start / self.config.batch_size + b) as u64;
-        let mut rng =
-            crate::random::derived(self.config.seed, state.stage as u64 + 1, global_block);
-        let x_adv = attack.perturb(self.model, x, y.clone(), &mut rng)?;
+        let (x, y) = self.images.batch::<Inner<B>>(todo, &self.device)?;
+        let stream = state.stage as u64 + 1;
+        let mut rngs = BatchRng::new(self.config.seed, stream, todo.iter().map(|&i| i as u64));
+        let x_adv = attack.perturb_with(self.model, x, y.clone(), &mut rngs)?;
         let still_correct = read_bools(correct(self.inner.forward(x_adv.clone(), Mode::Eval), y))?;
         let pixels = read_floats(x_adv)?;
         let per_image = pixels.len() / todo.len();

@@ -13,7 +13,7 @@ use crate::{LtdError, Result};
 pub(super) const LONGEST_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
 
 /// Version of the report and state file layout; files of another version are refused.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 /// One stage of the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,10 +22,13 @@ pub(super) struct State {
     pub(super) range: (usize, usize),
     pub(super) clean_mask: Vec<bool>,
     pub(super) robust_mask: Vec<bool>,
+    /// The robust mask when the current stage began: its images, regrouped, are its batches.
+    pub(super) stage_mask: Vec<bool>,
     pub(super) clean_seconds: f64,
     pub(super) stages: Vec<StageReport>,
     pub(super) stage: usize,
-    pub(super) next_block: usize,
+    /// Batches of the current stage already done.
+    pub(super) next_batch: usize,
     pub(super) stage_seconds: f64,
     /// Records of the adversarial log (beside the state file) that belong to this state.
     pub(super) adversarial_records: usize,
@@ -45,18 +48,47 @@ impl State {
             range: (range.start, range.end),
             clean_mask: Vec::new(),
             robust_mask: Vec::new(),
+            stage_mask: Vec::new(),
             clean_seconds: 0.0,
             stages: Vec::new(),
             stage: 0,
-            next_block: 0,
+            next_batch: 0,
             stage_seconds: 0.0,
             adversarial_records: 0,
         }
     }
 
-    /// Whether the counts fit an evaluation of `n` images in `blocks` batches by `attacks`
-    /// attacks, so that resuming cannot index out of bounds or allocate what the file claims.
-    fn validate(&self, n: usize, blocks: usize, attacks: usize) -> std::result::Result<(), String> {
+    /// The current stage's batches (dataset indices): the images robust when it began, in index
+    /// order, cut into batches of `batch_size`, the last one possibly shorter.
+    pub(super) fn batches(&self) -> Vec<Vec<usize>> {
+        let robust: Vec<usize> = (0..self.stage_mask.len())
+            .filter(|&k| self.stage_mask[k])
+            .map(|k| self.range.0 + k)
+            .collect();
+        robust
+            .chunks(self.config.batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
+
+    /// Records the finished stage `name` and starts the next one on the images still robust.
+    pub(super) fn close_stage(&mut self, name: String) {
+        let robust_count = self.robust_mask.iter().filter(|r| **r).count();
+        self.stages.push(StageReport {
+            name,
+            robust_accuracy: fraction(robust_count, self.robust_mask.len()),
+            robust_count,
+            seconds: self.stage_seconds,
+        });
+        self.stage += 1;
+        self.next_batch = 0;
+        self.stage_seconds = 0.0;
+        self.stage_mask = self.robust_mask.clone();
+    }
+
+    /// Whether the counts fit an evaluation of `n` images by `attacks` attacks, so that resuming
+    /// cannot index out of bounds or allocate what the file claims.
+    fn validate(&self, n: usize, attacks: usize) -> std::result::Result<(), String> {
         let started = !self.clean_mask.is_empty() || n == 0;
         if started && self.clean_mask.len() != n {
             return Err(format!(
@@ -71,7 +103,7 @@ impl State {
                 self.clean_mask.len()
             ));
         }
-        if !started && (self.stage, self.next_block, self.stages.len()) != (0, 0, 0) {
+        if !started && (self.stage, self.next_batch, self.stages.len()) != (0, 0, 0) {
             return Err("it records attacks before the clean pass".into());
         }
         robust_only_if_clean(&self.robust_mask, &self.clean_mask)?;
@@ -81,9 +113,6 @@ impl State {
                 self.stage,
                 self.stages.len()
             ));
-        }
-        if self.next_block > blocks || (self.stage == attacks && self.next_block != 0) {
-            return Err(format!("it is at batch {} of {blocks}", self.next_block));
         }
         let clean = self.clean_mask.iter().filter(|c| **c).count();
         let robust = self.robust_mask.iter().filter(|r| **r).count();
@@ -100,6 +129,7 @@ impl State {
             }
             last = stage.robust_count;
         }
+        self.validate_stage(last, attacks)?;
         if self.adversarial_records > clean - robust {
             return Err(format!(
                 "it claims {} adversarial examples but only {} images were broken",
@@ -114,6 +144,45 @@ impl State {
             .any(|t| !(0.0..LONGEST_SECONDS).contains(t))
         {
             return Err("a time is negative, not a number or over a century".into());
+        }
+        Ok(())
+    }
+
+    /// Whether the current stage's record fits: it began with the `robust` images the last
+    /// stage left (inside the clean ones), has attacked only its first `next_batch` batches, and
+    /// a finished evaluation has no stage under way.
+    fn validate_stage(&self, robust: usize, attacks: usize) -> std::result::Result<(), String> {
+        if self.stage_mask.len() != self.robust_mask.len() {
+            return Err(format!(
+                "its stage mask holds {} images but its robust mask {}",
+                self.stage_mask.len(),
+                self.robust_mask.len()
+            ));
+        }
+        robust_only_if_clean(&self.stage_mask, &self.clean_mask)?;
+        if (0..self.stage_mask.len()).any(|k| self.robust_mask[k] && !self.stage_mask[k]) {
+            return Err("an image counts as robust but was broken before its stage began".into());
+        }
+        let stage_robust = self.stage_mask.iter().filter(|r| **r).count();
+        if stage_robust != robust {
+            return Err(format!(
+                "its stage began with {stage_robust} robust images, not the {robust} left"
+            ));
+        }
+        let batches = self.batches();
+        if self.next_batch > batches.len() || (self.stage == attacks && self.next_batch != 0) {
+            return Err(format!(
+                "it is at batch {} of {}",
+                self.next_batch,
+                batches.len()
+            ));
+        }
+        let untouched = batches[self.next_batch..].iter().flatten();
+        if untouched
+            .map(|&i| i - self.range.0)
+            .any(|k| !self.robust_mask[k])
+        {
+            return Err("it counts as broken an image its stage has not attacked yet".into());
         }
         Ok(())
     }
@@ -266,7 +335,6 @@ pub(super) struct Expected<'a> {
     pub(super) identity: &'a Identity,
     pub(super) config: &'a AutoAttackConfig,
     pub(super) range: &'a Range<usize>,
-    pub(super) blocks: usize,
     pub(super) attacks: usize,
 }
 
@@ -300,7 +368,7 @@ pub(super) fn load_state(path: &Path, expected: &Expected<'_>) -> Result<State> 
         )));
     }
     state
-        .validate(expected.range.len(), expected.blocks, expected.attacks)
+        .validate(expected.range.len(), expected.attacks)
         .map_err(|reason| bad(format!("inconsistent state: {reason}")))?;
     Ok(state)
 }
