@@ -74,25 +74,27 @@ pub(super) fn try_forward<B: Backend>(
     let Some(padding) = supported(conv) else {
         return Err(x);
     };
-    let bias = conv.bias.as_ref().map(|b| b.val());
-    let y = if TypeId::of::<B>() == TypeId::of::<Fast>() {
-        same(apply::<Fast>(
-            same(x),
-            same(conv.weight.val()),
-            bias.map(same),
-            conv.stride,
-            padding,
-        ))
+    Ok(if TypeId::of::<B>() == TypeId::of::<Fast>() {
+        apply_as::<B, Fast>(conv, x, padding)
     } else {
-        same(apply::<Flex>(
-            same(x),
-            same(conv.weight.val()),
-            bias.map(same),
-            conv.stride,
-            padding,
-        ))
-    };
-    Ok(y)
+        apply_as::<B, Flex>(conv, x, padding)
+    })
+}
+
+/// [`apply`] on backend `K`, which `B` is (checked by the caller), with `conv`'s parameters.
+fn apply_as<B: Backend, K: FastConv>(
+    conv: &Conv2d<B>,
+    x: Tensor<B, 4>,
+    padding: [usize; 4],
+) -> Tensor<B, 4> {
+    let bias = conv.bias.as_ref().map(|b| same(b.val()));
+    same(apply::<K>(
+        same(x),
+        same(conv.weight.val()),
+        bias,
+        conv.stride,
+        padding,
+    ))
 }
 
 /// A backend with a bias-free convolution faster than Burn's for the layers [`supported`]
