@@ -32,21 +32,11 @@ use super::kernels::{self, ConvShape};
 type Strategy = NoCheckpointing;
 type Fast = Autodiff<Flex, Strategy>;
 
-/// Moves `value` to type `U` when `T` is `U`; gives it back otherwise.
-fn cast<T: 'static, U: 'static>(value: T) -> Result<U, T> {
-    let boxed: Box<dyn Any> = Box::new(value);
-    match boxed.downcast::<U>() {
-        Ok(u) => Ok(*u),
-        Err(boxed) => Err(*boxed
-            .downcast::<T>()
-            .expect("a box that does not hold U still holds the T it was made from")),
-    }
-}
-
 /// `value` as `U`, for a `T` already known (by `TypeId`) to be `U`.
 fn same<T: 'static, U: 'static>(value: T) -> U {
-    match cast(value) {
-        Ok(u) => u,
+    let boxed: Box<dyn Any> = Box::new(value);
+    match boxed.downcast::<U>() {
+        Ok(u) => *u,
         Err(_) => unreachable!("the TypeId check said T is U"),
     }
 }
