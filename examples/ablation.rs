@@ -122,7 +122,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.table == Table::Tau {
         let plot = run.out.join("tau.svg");
         tau_chart(&students, &rows[1..]).save(&plot)?;
-        println!("plot written to {}", plot.display());
+        println!("plot written to {} (and .png)", plot.display());
     }
     Ok(())
 }

@@ -177,7 +177,7 @@ fn finish(report: &MaskingReport, path: &Path) -> anyhow::Result<()> {
     report.save(path)?;
     sweep_chart(&[("model", report)]).save(&path.with_extension("svg"))?;
     println!(
-        "\n{}\nreport written to {} (and .md, .svg)",
+        "\n{}\nreport written to {} (and .md, .svg, .png)",
         report.markdown(),
         path.display()
     );
@@ -305,6 +305,6 @@ fn demo(args: &Args, device: &Device) -> anyhow::Result<()> {
     for (name, report) in &reports {
         println!("- {name}: {}", report.verdict());
     }
-    println!("ε-sweep of both: {}", plot.display());
+    println!("ε-sweep of both: {} (and .png)", plot.display());
     Ok(())
 }

@@ -165,7 +165,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     report.save(&path)?;
     chart(&report).save(&path.with_extension("svg"))?;
     println!(
-        "\n{}\nwritten to {} (and .md, .svg)",
+        "\n{}\nwritten to {} (and .md, .svg, .png)",
         report.markdown(),
         path.display()
     );

@@ -1,7 +1,10 @@
-//! Line charts as SVG, written by hand (axes, ticks, a legend), so the examples plot without a
-//! plotting dependency or system fonts: the viewer renders the text.
+//! Line charts (axes, ticks, a legend) as SVG and PNG. A chart is laid out once as a list of
+//! [`Shape`]s; `svg` writes them as text for the viewer to render, `png` rasterises them with
+//! the fixed-size fonts `embedded-graphics` carries, so no system font is needed.
 
-use std::fmt::Write;
+mod png;
+mod svg;
+
 use std::path::Path;
 
 /// One line of a chart.
@@ -34,9 +37,16 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 170.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
-const COLOURS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+const COLOURS: [Rgb; 6] = [
+    [0x1f, 0x77, 0xb4],
+    [0xd6, 0x27, 0x28],
+    [0x2c, 0xa0, 0x2c],
+    [0xff, 0x7f, 0x0e],
+    [0x94, 0x67, 0xbd],
+    [0x8c, 0x56, 0x4b],
 ];
+const BLACK: Rgb = [0, 0, 0];
+const GRID: Rgb = [0xe0, 0xe0, 0xe0];
 
 /// About five round tick values covering [lo, hi].
 fn ticks(lo: f64, hi: f64) -> Vec<f64> {
@@ -62,10 +72,48 @@ fn label(v: f64) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// A colour as red, green, blue.
+type Rgb = [u8; 3];
+
+/// Where a text's anchor point sits along it (SVG's `text-anchor`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Anchor {
+    Start,
+    Middle,
+    End,
+}
+
+/// One element of a laid-out chart, in canvas units (`WIDTH` × `HEIGHT`, y down).
+enum Shape {
+    /// A straight line.
+    Line {
+        from: (f64, f64),
+        to: (f64, f64),
+        colour: Rgb,
+        width: f64,
+    },
+    /// Connected line segments.
+    Polyline {
+        points: Vec<(f64, f64)>,
+        colour: Rgb,
+        width: f64,
+    },
+    /// A filled disc (a data marker).
+    Dot {
+        centre: (f64, f64),
+        radius: f64,
+        colour: Rgb,
+    },
+    /// The outline of the plotting area.
+    Frame,
+    /// Text whose baseline passes through `at`; `upright` turns it a quarter left (the y label).
+    Text {
+        at: (f64, f64),
+        text: String,
+        anchor: Anchor,
+        title: bool,
+        upright: bool,
+    },
 }
 
 /// Where data coordinates land on the canvas.
@@ -150,71 +198,52 @@ impl Chart {
         frame
     }
 
-    /// The chart as an SVG document.
-    pub fn svg(&self) -> String {
+    /// The chart laid out: title, axes, then the lines with their legend.
+    fn shapes(&self) -> Vec<Shape> {
         let frame = self.frame();
-        let mut out = format!(
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" \
-             font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-             <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
-            LEFT + PLOT_W / 2.0,
-            escape(&self.title)
-        );
-        self.axes(&frame, &mut out);
-        self.lines(&frame, &mut out);
-        out.push_str("</svg>\n");
-        out
+        let mut shapes = vec![text(
+            (LEFT + PLOT_W / 2.0, 22.0),
+            &self.title,
+            Anchor::Middle,
+        )];
+        if let Shape::Text { title, .. } = &mut shapes[0] {
+            *title = true;
+        }
+        self.axes(&frame, &mut shapes);
+        self.lines(&frame, &mut shapes);
+        shapes
     }
 
     /// Grid lines with tick labels, the frame and the axis labels.
-    fn axes(&self, frame: &Frame, out: &mut String) {
+    fn axes(&self, frame: &Frame, shapes: &mut Vec<Shape>) {
+        let grid = |from, to| Shape::Line {
+            from,
+            to,
+            colour: GRID,
+            width: 1.0,
+        };
         for t in frame.x_ticks() {
             let x = frame.px(t);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#e0e0e0\"/>",
-                TOP + PLOT_H
-            );
-            let _ = writeln!(
-                out,
-                "<text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                TOP + PLOT_H + 16.0,
-                label(t)
-            );
+            shapes.push(grid((x, TOP), (x, TOP + PLOT_H)));
+            shapes.push(text((x, TOP + PLOT_H + 16.0), &label(t), Anchor::Middle));
         }
         for t in ticks(frame.y.0, frame.y.1) {
             let y = frame.py(t);
-            let _ = writeln!(
-                out,
-                "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#e0e0e0\"/>",
-                LEFT + PLOT_W
-            );
-            let _ = writeln!(
-                out,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
-                LEFT - 6.0,
-                y + 4.0,
-                label(t)
-            );
+            shapes.push(grid((LEFT, y), (LEFT + PLOT_W, y)));
+            shapes.push(text((LEFT - 6.0, y + 4.0), &label(t), Anchor::End));
         }
-        let _ = writeln!(out, "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{PLOT_W}\" height=\"{PLOT_H}\" fill=\"none\" stroke=\"black\"/>");
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            LEFT + PLOT_W / 2.0,
-            HEIGHT - 14.0,
-            escape(&self.x_label)
-        );
-        let _ = writeln!(
-            out,
-            "<text transform=\"translate(18 {:.1}) rotate(-90)\" text-anchor=\"middle\">{}</text>",
-            TOP + PLOT_H / 2.0,
-            escape(&self.y_label)
-        );
+        shapes.push(Shape::Frame);
+        let x_label = (LEFT + PLOT_W / 2.0, HEIGHT - 14.0);
+        shapes.push(text(x_label, &self.x_label, Anchor::Middle));
+        let mut y_label = text((18.0, TOP + PLOT_H / 2.0), &self.y_label, Anchor::Middle);
+        if let Shape::Text { upright, .. } = &mut y_label {
+            *upright = true;
+        }
+        shapes.push(y_label);
     }
 
     /// Each series as a line with markers, and its legend entry.
-    fn lines(&self, frame: &Frame, out: &mut String) {
+    fn lines(&self, frame: &Frame, shapes: &mut Vec<Shape>) {
         for (k, series) in self.series.iter().enumerate() {
             let colour = COLOURS[k % COLOURS.len()];
             let points: Vec<(f64, f64)> = series
@@ -223,36 +252,52 @@ impl Chart {
                 .filter(|p| p.0.is_finite() && p.1.is_finite())
                 .map(|&(x, y)| (frame.px(x), frame.py(y)))
                 .collect();
-            let path: Vec<String> = points
+            let dots: Vec<Shape> = points
                 .iter()
-                .map(|(x, y)| format!("{x:.1},{y:.1}"))
+                .map(|&centre| Shape::Dot {
+                    centre,
+                    radius: 3.0,
+                    colour,
+                })
                 .collect();
-            let _ = writeln!(
-                out,
-                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-                path.join(" ")
-            );
-            for (x, y) in points {
-                let _ = writeln!(
-                    out,
-                    "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"3\" fill=\"{colour}\"/>"
-                );
-            }
+            shapes.push(Shape::Polyline {
+                points,
+                colour,
+                width: 2.0,
+            });
+            shapes.extend(dots);
             let (lx, ly) = (LEFT + PLOT_W + 12.0, TOP + 10.0 + 20.0 * k as f64);
-            let _ = writeln!(out, "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"2\"/>", lx + 20.0);
-            let _ = writeln!(
-                out,
-                "<text x=\"{}\" y=\"{:.1}\">{}</text>",
-                lx + 26.0,
-                ly + 4.0,
-                escape(&series.name)
-            );
+            shapes.push(Shape::Line {
+                from: (lx, ly),
+                to: (lx + 20.0, ly),
+                colour,
+                width: 2.0,
+            });
+            shapes.push(text((lx + 26.0, ly + 4.0), &series.name, Anchor::Start));
         }
     }
 
-    /// Writes the SVG to `path` atomically.
+    /// The chart as an SVG document.
+    pub fn svg(&self) -> String {
+        svg::render(&self.shapes())
+    }
+
+    /// Writes the chart to `path` (SVG) and beside it as PNG (same name, `.png`), atomically.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        ltd::core::fs::write_atomic(path, self.svg().as_bytes())?;
+        let shapes = self.shapes();
+        ltd::core::fs::write_atomic(path, svg::render(&shapes).as_bytes())?;
+        ltd::core::fs::write_atomic(&path.with_extension("png"), &png::render(&shapes)?)?;
         Ok(())
+    }
+}
+
+/// Plain text (not a title, not turned).
+fn text(at: (f64, f64), text: &str, anchor: Anchor) -> Shape {
+    Shape::Text {
+        at,
+        text: text.to_string(),
+        anchor,
+        title: false,
+        upright: false,
     }
 }
