@@ -167,10 +167,9 @@ fn check(
     let images = test.take(n_ex.min(test.len()));
     say(format!("checking {} images …", images.len()));
     let config = settings(args, demo);
-    Ok(match surrogate {
-        Some(s) => config.evaluate_with_surrogate(model, s, &images)?,
-        None => config.evaluate(model, &images)?,
-    })
+    let mut bar = common::attack_progress("");
+    let mut on_batch = |done, total| bar("masking checks", done, total);
+    Ok(config.run(model, surrogate, &images, &mut on_batch)?)
 }
 
 fn finish(report: &MaskingReport, path: &Path) -> anyhow::Result<()> {

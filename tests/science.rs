@@ -223,9 +223,19 @@ fn the_masking_verdict_flags_defensive_distillation_and_passes_ltd() {
         ..MaskingConfig::default()
     };
     let teacher = trained("teacher");
-    let ltd = check
-        .evaluate_with_surrogate(&trained("ltd"), &teacher, &test)
-        .unwrap();
+    let mut progress = Vec::new();
+    let ltd = MaskingConfig {
+        batch_size: 50,
+        ..check.clone()
+    }
+    .run(
+        &trained("ltd"),
+        Some(&teacher),
+        &test,
+        &mut |done, total| progress.push((done, total)),
+    )
+    .unwrap();
+    assert_eq!(progress, [(1, 2), (2, 2)], "one call per batch");
     let distilled = check
         .evaluate_with_surrogate(&trained("distilled"), &teacher, &test)
         .unwrap();

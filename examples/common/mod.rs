@@ -318,7 +318,7 @@ pub fn attack_progress(label: &str) -> impl FnMut(&str, usize, usize) + '_ {
             }
         }
         if stop_flag().load(Ordering::SeqCst) {
-            eprintln!("\nstopped; the evaluation state is kept: rerun with --resume");
+            eprintln!("\nstopped; rerun with --resume to continue from what was saved");
             std::process::exit(130);
         }
     }

@@ -137,7 +137,7 @@ impl MaskingConfig {
         M: AttackModel<B>,
         I: Images + ?Sized,
     {
-        self.run::<B, M, M, I>(model, None, images)
+        self.run::<B, M, M, I>(model, None, images, &mut |_, _| {})
     }
 
     /// Runs every check, the transfer attack crafted on `surrogate`, a model trained
@@ -154,10 +154,19 @@ impl MaskingConfig {
         S: AttackModel<B>,
         I: Images + ?Sized,
     {
-        self.run::<B, M, S, I>(model, Some(surrogate), images)
+        self.run::<B, M, S, I>(model, Some(surrogate), images, &mut |_, _| {})
     }
 
-    fn run<B, M, S, I>(&self, model: &M, surrogate: Option<&S>, images: &I) -> Result<MaskingReport>
+    /// Runs every check (the transfer attack only with a `surrogate`), calling
+    /// `on_batch(batches done, batches)` after each batch of images: with the default long
+    /// restarts a batch takes minutes, so a caller shows progress with it.
+    pub fn run<B, M, S, I>(
+        &self,
+        model: &M,
+        surrogate: Option<&S>,
+        images: &I,
+        on_batch: &mut dyn FnMut(usize, usize),
+    ) -> Result<MaskingReport>
     where
         B: AutodiffBackend,
         M: AttackModel<B>,
@@ -174,6 +183,7 @@ impl MaskingConfig {
         let mut measured = Vec::with_capacity(images.len());
         let mut repeat = None;
         let all: Vec<usize> = (0..images.len()).collect();
+        let batches = all.len().div_ceil(self.batch_size);
         for (k, indices) in all.chunks(self.batch_size).enumerate() {
             let (x, y) = images.batch::<B::InnerBackend>(indices, &device)?;
             if repeat.is_none() {
@@ -182,6 +192,7 @@ impl MaskingConfig {
             measured.extend(measure::batch::<B, M, S>(
                 self, model, surrogate, x, y, k as u64,
             )?);
+            on_batch(k + 1, batches);
         }
         let (distance, first_logits) = repeat.unwrap_or_default();
         Ok(checks::report(
