@@ -107,6 +107,19 @@ impl Default for FitConfig {
     }
 }
 
+impl FitConfig {
+    /// The loader [`fit`] draws `train`'s batches from: this batch size and seed, shuffled,
+    /// CIFAR's augmentation (crop with 4-pixel padding + flip).
+    pub fn loader(&self, train: &Dataset) -> Result<Loader> {
+        let settings = LoaderConfig {
+            batch_size: self.batch_size,
+            seed: self.seed,
+            ..Default::default()
+        };
+        Ok(Loader::new(train.clone(), settings)?)
+    }
+}
+
 /// Whether the run finished or was stopped (and checkpointed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FitOutcome {
@@ -153,20 +166,9 @@ where
     M: AttackModel<B>,
     O: Objective<B, M>,
 {
-    let loader = dataset_loader(train, config)?;
+    let loader = config.loader(train)?;
     let held_out = test.take(config.eval_images.min(test.len()));
     fit_batches(model, objective, &loader, &held_out, config, device, io)
-}
-
-/// The loader [`fit`] draws `train`'s batches from: `config`'s batch size and seed, shuffled,
-/// CIFAR's augmentation.
-pub(super) fn dataset_loader(train: &Dataset, config: &FitConfig) -> Result<Loader> {
-    let settings = LoaderConfig {
-        batch_size: config.batch_size,
-        seed: config.seed,
-        ..Default::default()
-    };
-    Ok(Loader::new(train.clone(), settings)?)
 }
 
 /// Trains `model` with `objective` on the batches of `train` (an in-memory [`Loader`], an

@@ -32,7 +32,7 @@ use burn::tensor::backend::AutodiffBackend;
 use ltd_data::{Batch, Dataset};
 
 use self::replica::{Job, Replica};
-use super::fit::{dataset_loader, Setup, Stepper};
+use super::fit::{Setup, Stepper};
 use super::{fit_batches, FitConfig, FitIo, FitOutcome, TrainBatches};
 use crate::attacks::{AttackModel, Inner};
 use crate::eval::autoattack::Images;
@@ -79,7 +79,7 @@ where
     M: AttackModel<B>,
     O: Objective<B, M> + Sync,
 {
-    let loader = dataset_loader(train, config)?;
+    let loader = config.loader(train)?;
     let held_out = test.take(config.eval_images.min(test.len()));
     fit_batches_data_parallel(model, objective, &loader, &held_out, config, devices, io)
 }
