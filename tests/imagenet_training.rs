@@ -7,17 +7,13 @@ mod common;
 mod recipe_common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
 use common::*;
 use ltd::core::attacks::{Pgd, ThreatModel};
 use ltd::core::models::{Arch, Network};
 use ltd::core::objectives::{Labels, Madry};
 use ltd::core::train::{
-    fit_batches, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome, PiecewiseLr,
-    SgdSettings,
+    fit_batches, EpochLog, FitConfig, FitIo, FitOutcome, PiecewiseLr, SgdSettings,
 };
 use ltd::core::LtdError;
 use ltd::data::imagenet::RandomResizedCrop;
@@ -26,9 +22,11 @@ use ltd::data::{
     ImageTransform, OnError,
 };
 
-/// Six training and two validation PNGs per class (40×36, each class its own hue, with noise),
-/// and a zero-byte `broken.JPEG` among the training images.
-fn tree(root: &Path) {
+/// A miniature ImageNet: six training and two validation PNGs per class (40×36, each class
+/// its own hue, with noise), and a zero-byte `broken.JPEG` among the training images.
+fn tree() -> tempfile::TempDir {
+    let folder = tempfile::tempdir().unwrap();
+    let root = folder.path();
     for (split, n) in [("train", 6), ("val", 2)] {
         for class in 0..2u32 {
             let dir = root.join(format!("{split}/n0000000{class}"));
@@ -48,6 +46,7 @@ fn tree(root: &Path) {
         }
     }
     std::fs::write(root.join("train/n00000001/broken.JPEG"), b"").unwrap();
+    folder
 }
 
 fn loader(root: &Path, on_error: OnError) -> ImageLoader {
@@ -101,47 +100,19 @@ fn image_fit(
         attack: Pgd::new(ThreatModel::linf(4.0 / 255.0), 1, 1.0 / 255.0),
         labels: Labels::OneHot,
     };
-    let stop = AtomicBool::new(false);
-    let mut batches = 0;
-    let mut on_batch = |_: usize, _: &EpochStats, _: usize| {
-        batches += 1;
-        if Some(batches) == stop_after {
-            stop.store(true, Ordering::SeqCst);
-        }
-    };
-    let mut on_epoch = |_: &EpochLog| {};
-    let io = FitIo {
-        checkpoint: Some(Checkpoint::new(dir.join("ckpt"))),
-        resume,
-        log: Some(dir.join("log.jsonl")),
-        stop: Some(&stop),
-        on_batch: &mut on_batch,
-        on_epoch: &mut on_epoch,
-    };
     let train = loader(data, on_error);
     let device = Default::default();
-    fit_batches(
-        model,
-        &objective,
-        &train,
-        &held_out(data),
-        &config(),
-        &device,
-        io,
-    )
-}
-
-/// Every float tensor of a module, in visiting order.
-fn tensors<M: Module<AD>>(model: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor<AD> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
-            self.0.push(values(param.val().inner()));
-        }
-    }
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
+    with_stopping_io(dir, stop_after, resume, |io| {
+        fit_batches(
+            model,
+            &objective,
+            &train,
+            &held_out(data),
+            &config(),
+            &device,
+            io,
+        )
+    })
 }
 
 /// The log's lines without their wall times.
@@ -157,8 +128,7 @@ fn log(dir: &Path) -> Vec<EpochLog> {
 
 #[test]
 fn a_run_stopped_mid_epoch_resumes_bit_identically_and_counts_the_unreadable_file() {
-    let data = tempfile::tempdir().unwrap();
-    tree(data.path());
+    let data = tree();
     let whole = tempfile::tempdir().unwrap();
     let (uninterrupted, outcome) =
         image_fit(data.path(), whole.path(), None, false, OnError::Skip).unwrap();
@@ -192,19 +162,17 @@ fn a_run_stopped_mid_epoch_resumes_bit_identically_and_counts_the_unreadable_fil
 
 #[test]
 fn an_unreadable_file_fails_the_run_under_the_fail_policy() {
-    let data = tempfile::tempdir().unwrap();
-    tree(data.path());
+    let data = tree();
     let dir = tempfile::tempdir().unwrap();
-    let error = image_fit(data.path(), dir.path(), None, false, OnError::Fail)
-        .err()
-        .expect("the empty file ends the run");
+    let Err(error) = image_fit(data.path(), dir.path(), None, false, OnError::Fail) else {
+        panic!("the empty file should end the run");
+    };
     assert!(error.to_string().contains("broken.JPEG"), "{error}");
 }
 
 #[test]
 fn batches_cut_otherwise_than_the_run_records_are_refused() {
-    let data = tempfile::tempdir().unwrap();
-    tree(data.path());
+    let data = tree();
     let model = Arch::WRN_10_1.init_seeded::<AD>(2, None, 7, &Default::default());
     let objective = Madry::<AD> {
         attack: Pgd::new(ThreatModel::linf(4.0 / 255.0), 1, 1.0 / 255.0),
@@ -226,7 +194,9 @@ fn batches_cut_otherwise_than_the_run_records_are_refused() {
         &device,
         io,
     );
-    let error = result.err().expect("batch size 4 against 8");
+    let Err(error) = result else {
+        panic!("batch size 4 against 8 should be refused");
+    };
     assert!(error.to_string().contains("batch size 4"), "{error}");
 }
 
@@ -234,8 +204,7 @@ fn batches_cut_otherwise_than_the_run_records_are_refused() {
 /// skipped file in the student's log, then `--resume` reuses everything.
 #[test]
 fn the_imagenet_recipe_runs_end_to_end() {
-    let data = tempfile::tempdir().unwrap();
-    tree(data.path());
+    let data = tree();
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("run");
     let (root, out_arg) = (data.path().to_str().unwrap(), out.to_str().unwrap());
@@ -286,6 +255,9 @@ fn the_imagenet_recipe_runs_end_to_end() {
     run(&["--resume"]).unwrap();
 
     let error = run(&["--labels", "precomputed", "--stage", "student", "--resume"]);
-    let error = error.err().expect("precomputed labels refused").to_string();
+    let Err(error) = error else {
+        panic!("precomputed labels should be refused");
+    };
+    let error = error.to_string();
     assert!(error.contains("computed on the fly"), "{error}");
 }

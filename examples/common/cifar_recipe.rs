@@ -3,13 +3,11 @@
 
 use std::path::PathBuf;
 
-use ltd::backend::{Device, Train};
-use ltd::core::objectives::Objective;
 use ltd::core::train::{FitConfig, PiecewiseLr};
-use ltd::data::{CifarKind, Dataset};
+use ltd::data::{CifarKind, Dataset, Loader};
 
+use super::load_data;
 use super::recipe::{run_recipe, DataArgs, RecipeArgs, RecipeData};
-use super::{load_data, Model, Stage};
 
 /// Where the CIFAR images come from.
 #[derive(clap::Args, Debug)]
@@ -31,11 +29,14 @@ impl DataArgs for CifarArgs {
     }
 }
 
-/// CIFAR's training and test sets, in memory.
+/// CIFAR's training and test sets, in memory, and the loader `fit` would cut the training set
+/// with.
 pub struct Cifar {
     name: String,
     train: Dataset,
+    loader: Loader,
     test: Dataset,
+    held_out: Dataset,
 }
 
 /// Parses the command line and runs the recipe on CIFAR of `kind`; errors print as one line.
@@ -53,12 +54,24 @@ pub fn main(kind: CifarKind, program: &'static str) {
                 args.seed,
                 Some(kind),
             )?;
-            Ok(Cifar { name, train, test })
+            let fit = FitConfig {
+                batch_size: args.batch_size,
+                seed: args.seed,
+                ..Default::default()
+            };
+            Ok(Cifar {
+                loader: fit.loader(&train)?,
+                held_out: test.take(args.held_out.min(test.len())),
+                name,
+                train,
+                test,
+            })
         },
     ));
 }
 
 impl RecipeData for Cifar {
+    type Train = Loader;
     type Test = Dataset;
 
     fn summary(&self) -> String {
@@ -74,6 +87,14 @@ impl RecipeData for Cifar {
         self.train.num_classes()
     }
 
+    fn train(&self) -> anyhow::Result<&Loader> {
+        Ok(&self.loader)
+    }
+
+    fn held_out(&self) -> &Dataset {
+        &self.held_out
+    }
+
     fn test(&self) -> &Dataset {
         &self.test
     }
@@ -84,16 +105,5 @@ impl RecipeData for Cifar {
 
     fn schedule(&self, epochs: usize) -> PiecewiseLr {
         PiecewiseLr::cifar(epochs)
-    }
-
-    fn train<O: Objective<Train, Model> + Sync>(
-        &self,
-        stage: &Stage<'_>,
-        model: Model,
-        objective: &O,
-        config: &FitConfig,
-        devices: &[Device],
-    ) -> anyhow::Result<Model> {
-        stage.train_on(model, objective, &self.train, &self.test, config, devices)
     }
 }

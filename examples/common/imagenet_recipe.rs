@@ -7,9 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::ValueEnum;
-use ltd::backend::{Device, Train};
-use ltd::core::objectives::Objective;
-use ltd::core::train::{FitConfig, PiecewiseLr};
+use ltd::core::train::PiecewiseLr;
 use ltd::data::imagenet::RandomResizedCrop;
 use ltd::data::{
     open_imagenet, Dataset, ImageFiles, ImageList, ImageLoader, ImageLoaderConfig, ImageNetOptions,
@@ -17,7 +15,6 @@ use ltd::data::{
 };
 
 use super::recipe::{run_recipe, DataArgs, Defaults, RecipeArgs, RecipeData};
-use super::{Model, Stage};
 
 /// The paper's ImageNet settings (§A.2, Table 3) where they differ from CIFAR's: ResNet-50,
 /// 90 epochs of batch 320, weight decay 1e-4, ε = 4/255, PGD-6 (steps of ε/4, as CIFAR's
@@ -41,14 +38,14 @@ pub const IMAGENET_DEFAULTS: Defaults = &[
 pub struct ImageNetArgs {
     /// ImageNet: the class order (one wnid per line, or torchvision's JSON); default: the sorted
     /// folder names of `train/` (else `val/`).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub class_index: Option<PathBuf>,
     /// ImageNet: labels of a flat `val/` (`LOC_val_solution.csv` or `val.txt`); default: found
     /// beside the root.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub val_labels: Option<PathBuf>,
     /// ImageNet: evaluate only the images this file lists, in its order (RobustBench's 5,000).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub subset: Option<PathBuf>,
     /// ImageNet: shorter side after resizing (evaluation).
     #[arg(long, default_value_t = 256)]
@@ -105,7 +102,7 @@ pub enum OnErrorArg {
 pub struct ImageNetTrainArgs {
     /// ImageNet root holding `train/<wnid>/` and `val/` (class folders, or flat with a label
     /// file).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub imagenet: ImageNetArgs,
@@ -177,12 +174,6 @@ impl ImageNet {
             crop,
         })
     }
-
-    fn loader(&self) -> anyhow::Result<&ImageLoader> {
-        self.train
-            .as_ref()
-            .context("the training images were not loaded")
-    }
 }
 
 /// The training loader: `RandomResizedCrop(--crop)` + flip, the run's batch size and seed.
@@ -220,6 +211,7 @@ fn spread(list: &ImageList, n: usize) -> anyhow::Result<ImageList> {
 }
 
 impl RecipeData for ImageNet {
+    type Train = ImageLoader;
     type Test = ImageFiles;
 
     fn summary(&self) -> String {
@@ -240,6 +232,15 @@ impl RecipeData for ImageNet {
         self.test.list().classes().len()
     }
 
+    fn train(&self) -> anyhow::Result<&ImageLoader> {
+        let train = self.train.as_ref();
+        train.context("the training images were not loaded (--stage eval)")
+    }
+
+    fn held_out(&self) -> &ImageFiles {
+        &self.held_out
+    }
+
     fn test(&self) -> &ImageFiles {
         &self.test
     }
@@ -250,18 +251,5 @@ impl RecipeData for ImageNet {
 
     fn schedule(&self, epochs: usize) -> PiecewiseLr {
         PiecewiseLr::imagenet(epochs)
-    }
-
-    fn train<O: Objective<Train, Model> + Sync>(
-        &self,
-        stage: &Stage<'_>,
-        model: Model,
-        objective: &O,
-        config: &FitConfig,
-        devices: &[Device],
-    ) -> anyhow::Result<Model> {
-        let train = self.loader()?;
-        let held_out = &self.held_out;
-        stage.train_batches(model, objective, train, held_out, config, devices)
     }
 }

@@ -175,22 +175,8 @@ impl Stage<'_> {
         self.train_batches(model, objective, &loader, &held_out, config, devices)
     }
 
-    /// [`Stage::train_on`] with batches from any source (ImageNet's loader) and the per-epoch
-    /// evaluation on the first `config.eval_images` of `held_out`.
-    pub fn train_batches<O, T, I>(
-        &self,
-        model: Model,
-        objective: &O,
-        train: &T,
-        held_out: &I,
-        config: &FitConfig,
-        devices: &[Device],
-    ) -> anyhow::Result<Model>
-    where
-        O: Objective<Train, Model> + Sync,
-        T: TrainBatches,
-        I: Images + ?Sized,
-    {
+    /// The stage's checkpoint, refusing one already there unless resuming; creates the folder.
+    fn checkpoint(&self) -> anyhow::Result<Checkpoint> {
         let checkpoint = Checkpoint::new(self.dir.join("ckpt"));
         if checkpoint.exists() && !self.resume {
             bail!(
@@ -201,6 +187,21 @@ impl Stage<'_> {
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        Ok(checkpoint)
+    }
+
+    /// [`Stage::train_on`] with batches from any source (ImageNet's loader) and the per-epoch
+    /// evaluation on the first `config.eval_images` of `held_out`.
+    pub fn train_batches<O: Objective<Train, Model> + Sync>(
+        &self,
+        model: Model,
+        objective: &O,
+        train: &impl TrainBatches,
+        held_out: &(impl Images + ?Sized),
+        config: &FitConfig,
+        devices: &[Device],
+    ) -> anyhow::Result<Model> {
+        let checkpoint = self.checkpoint()?;
         let style = ProgressStyle::with_template(
             "{prefix} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
         )?;
@@ -235,7 +236,16 @@ impl Stage<'_> {
             on_batch: &mut on_batch,
             on_epoch: &mut on_epoch,
         };
-        let (model, outcome) = fit_on(model, objective, train, held_out, config, devices, io)?;
+        #[cfg(feature = "data-parallel")]
+        let fitted = ltd::core::train::fit_batches_data_parallel(
+            model, objective, train, held_out, config, devices, io,
+        );
+        #[cfg(not(feature = "data-parallel"))]
+        let fitted = match devices {
+            [device] => fit_batches(model, objective, train, held_out, config, device, io),
+            _ => bail!("training on several devices needs the `data-parallel` feature"),
+        };
+        let (model, outcome) = fitted?;
         bar.finish_and_clear();
         if outcome == FitOutcome::Stopped {
             exit_stopped(&self.resume_hint);
@@ -246,33 +256,6 @@ impl Stage<'_> {
             .save(&self.dir.join("curves.svg"))?;
         Ok(model)
     }
-}
-
-/// `fit_batches` on one device, or data-parallel on several.
-fn fit_on<O, T, I>(
-    model: Model,
-    objective: &O,
-    train: &T,
-    held_out: &I,
-    config: &FitConfig,
-    devices: &[Device],
-    io: FitIo<'_>,
-) -> anyhow::Result<(Model, FitOutcome)>
-where
-    O: Objective<Train, Model> + Sync,
-    T: TrainBatches,
-    I: Images + ?Sized,
-{
-    #[cfg(feature = "data-parallel")]
-    let fitted = ltd::core::train::fit_batches_data_parallel(
-        model, objective, train, held_out, config, devices, io,
-    )?;
-    #[cfg(not(feature = "data-parallel"))]
-    let fitted = match devices {
-        [device] => fit_batches(model, objective, train, held_out, config, device, io)?,
-        _ => bail!("training on several devices needs the `data-parallel` feature"),
-    };
-    Ok(fitted)
 }
 
 /// Loss and accuracies per epoch from a training log (`log.jsonl`, one [`EpochLog`] a line).

@@ -22,15 +22,17 @@ use ltd::core::models::{Arch, Normalization};
 use ltd::core::objectives::{
     teacher_fn, Awp, BnOrder, Labels, Natural, Objective, TeacherLogits, Trades, TradesAttack,
 };
-use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings};
+use ltd::core::train::{FitConfig, PiecewiseLr, SgdSettings, TrainBatches};
 use ltd::data::Dataset;
 
 use super::{evaluate, load_weights, Model, Stage};
 
-/// What a data set brings to the recipe: its images, its schedule and how a stage trains on
-/// them.
+/// What a data set brings to the recipe: its training batches, its evaluation images and its
+/// schedule.
 pub trait RecipeData {
-    /// Images evaluated (teacher accuracy, AutoAttack).
+    /// Training batches of the run's batch size and seed.
+    type Train: TrainBatches;
+    /// Images evaluated (held-out accuracy, teacher accuracy, AutoAttack).
     type Test: Images;
 
     /// One line on the data (printed).
@@ -39,6 +41,10 @@ pub trait RecipeData {
     fn source(&self) -> String;
     /// Classes of the models.
     fn classes(&self) -> usize;
+    /// The training batches; `Err` if they were not loaded (evaluation only).
+    fn train(&self) -> anyhow::Result<&Self::Train>;
+    /// The images of the per-epoch held-out accuracy.
+    fn held_out(&self) -> &Self::Test;
     /// The evaluation images.
     fn test(&self) -> &Self::Test;
     /// The training images in memory, for `--labels precomputed`; `Err` says why there are
@@ -46,15 +52,6 @@ pub trait RecipeData {
     fn train_dataset(&self) -> anyhow::Result<&Dataset>;
     /// The paper's learning-rate schedule for `epochs`, at `--lr`.
     fn schedule(&self, epochs: usize) -> PiecewiseLr;
-    /// Trains `model` in `stage` (see [`Stage::train_batches`]).
-    fn train<O: Objective<Train, Model> + Sync>(
-        &self,
-        stage: &Stage<'_>,
-        model: Model,
-        objective: &O,
-        config: &FitConfig,
-        devices: &[Device],
-    ) -> anyhow::Result<Model>;
 }
 
 /// A data set's flags.
@@ -341,7 +338,7 @@ impl<'a, D: RecipeData> Recipe<'a, D> {
             args,
             out,
             data,
-            device: devices[0].clone(),
+            device: devices.first().cloned().context("no device given")?,
             devices,
             arch: args.arch.parse()?,
             teacher_arch: args.teacher_arch.as_deref().unwrap_or(&args.arch).parse()?,
@@ -381,6 +378,18 @@ impl<'a, D: RecipeData> Recipe<'a, D> {
         fit_config(self.args, self.data.schedule(epochs), epochs, awp, label)
     }
 
+    /// Trains `model` in `stage` on the data's batches, on every device.
+    fn train<O: Objective<Train, Model> + Sync>(
+        &self,
+        stage: &Stage<'_>,
+        model: Model,
+        objective: &O,
+        config: &FitConfig,
+    ) -> anyhow::Result<Model> {
+        let (train, held_out) = (self.data.train()?, self.data.held_out());
+        stage.train_batches(model, objective, train, held_out, config, &self.devices)
+    }
+
     /// Stage 1: the naturally trained teacher (or defensive distillation's first network).
     fn train_teacher(&self) -> anyhow::Result<Model> {
         let args = self.args;
@@ -400,9 +409,7 @@ impl<'a, D: RecipeData> Recipe<'a, D> {
         let label = format!("{label} {} {}", self.teacher_arch, self.data.source());
         let config = self.fit_config(args.teacher_epochs.unwrap_or(args.epochs), None, label);
         let stage = &self.teacher_stage;
-        let trained = self
-            .data
-            .train(stage, model, &objective, &config, &self.devices)?;
+        let trained = self.train(stage, model, &objective, &config)?;
         let acc = accuracy(
             &trained.valid(),
             self.data.test(),
@@ -447,14 +454,13 @@ impl<'a, D: RecipeData> Recipe<'a, D> {
             args.seed + 1,
             &self.device,
         )?;
-        let (stage, devices, source) = (&self.student_stage, &self.devices, self.data.source());
+        let (stage, source) = (&self.student_stage, self.data.source());
         if let Some(t) = args.defensive_distillation {
             let teacher = teacher_fn(self.teacher(&mut teacher)?.valid());
             let objective = Natural::distillation_student(teacher, t);
             let label = format!("defensive distillation T={t} {} {source}", self.arch);
             let config = self.fit_config(args.epochs, None, label);
-            self.data
-                .train(stage, model, &objective, &config, devices)?;
+            self.train(stage, model, &objective, &config)?;
             return Ok(());
         }
         let objective = Trades::<Train> {
@@ -478,8 +484,7 @@ impl<'a, D: RecipeData> Recipe<'a, D> {
             ..Awp::trades()
         });
         let config = self.fit_config(args.epochs, awp, label);
-        self.data
-            .train(stage, model, &objective, &config, devices)?;
+        self.train(stage, model, &objective, &config)?;
         Ok(())
     }
 

@@ -11,10 +11,9 @@ use crate::Result;
 pub trait TrainBatches {
     /// Batches in every epoch (a source that leaves batches out serves fewer).
     fn batches_per_epoch(&self) -> usize;
-    /// Images per batch (checked against [`super::FitConfig::batch_size`]).
-    fn batch_size(&self) -> usize;
-    /// Seed of the order and augmentation (checked against [`super::FitConfig::seed`]).
-    fn seed(&self) -> u64;
+    /// Images per batch and the seed of the order and augmentation, which a run's
+    /// [`super::FitConfig`] records and checks against them.
+    fn batch_size_and_seed(&self) -> (usize, u64);
     /// The batches of `epoch` from position `first` on; the earlier ones are not built.
     fn epoch_from(&self, epoch: usize, first: usize) -> Box<dyn EpochStream + '_>;
 }
@@ -31,12 +30,8 @@ impl TrainBatches for Loader {
         Loader::batches_per_epoch(self)
     }
 
-    fn batch_size(&self) -> usize {
-        self.config().batch_size
-    }
-
-    fn seed(&self) -> u64 {
-        self.config().seed
+    fn batch_size_and_seed(&self) -> (usize, u64) {
+        (self.config().batch_size, self.config().seed)
     }
 
     fn epoch_from(&self, epoch: usize, first: usize) -> Box<dyn EpochStream + '_> {
@@ -70,20 +65,16 @@ impl EpochStream for InMemory {
 }
 
 impl TrainBatches for ImageLoader {
+    fn epoch_from(&self, epoch: usize, first: usize) -> Box<dyn EpochStream + '_> {
+        Box::new(Files(ImageLoader::epoch_from(self, epoch as u64, first)))
+    }
+
     fn batches_per_epoch(&self) -> usize {
         ImageLoader::batches_per_epoch(self)
     }
 
-    fn batch_size(&self) -> usize {
-        self.config().batch_size
-    }
-
-    fn seed(&self) -> u64 {
-        self.config().seed
-    }
-
-    fn epoch_from(&self, epoch: usize, first: usize) -> Box<dyn EpochStream + '_> {
-        Box::new(Files(ImageLoader::epoch_from(self, epoch as u64, first)))
+    fn batch_size_and_seed(&self) -> (usize, u64) {
+        (self.config().batch_size, self.config().seed)
     }
 }
 

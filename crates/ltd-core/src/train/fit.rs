@@ -176,22 +176,15 @@ where
 /// `config.eval_images` of `held_out` (any [`Images`], e.g. ImageNet validation files).
 /// `train`'s batch size and seed must be `config`'s, which checkpoints record. Images `train`
 /// leaves out are counted in each epoch's [`EpochStats::skipped`].
-pub fn fit_batches<B, M, O, T, I>(
+pub fn fit_batches<B: AutodiffBackend, M: AttackModel<B>, O: Objective<B, M>>(
     model: M,
     objective: &O,
-    train: &T,
-    held_out: &I,
+    train: &impl TrainBatches,
+    held_out: &(impl Images + ?Sized),
     config: &FitConfig,
     device: &B::Device,
     io: FitIo<'_>,
-) -> Result<(M, FitOutcome)>
-where
-    B: AutodiffBackend,
-    M: AttackModel<B>,
-    O: Objective<B, M>,
-    T: TrainBatches,
-    I: Images + ?Sized,
-{
+) -> Result<(M, FitOutcome)> {
     let setup = Setup::<B>::new(train, config, device, 1)?;
     let (model, optimizer, at) = setup.resume(model, config.sgd.init::<B, M>(), &io)?;
     let mut step = OneDevice {
@@ -297,14 +290,12 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
         device: &'a B::Device,
         replicas: usize,
     ) -> Result<Self> {
-        if (batches.batch_size(), batches.seed()) != (config.batch_size, config.seed) {
+        let (batch_size, seed) = batches.batch_size_and_seed();
+        if (batch_size, seed) != (config.batch_size, config.seed) {
             return Err(LtdError::InvalidConfig(format!(
-                "the training batches (batch size {}, seed {}) disagree with the run's settings \
-                 (batch size {}, seed {})",
-                batches.batch_size(),
-                batches.seed(),
-                config.batch_size,
-                config.seed
+                "the training batches (batch size {batch_size}, seed {seed}) disagree with the \
+                 run's settings (batch size {}, seed {})",
+                config.batch_size, config.seed
             )));
         }
         let mut run =

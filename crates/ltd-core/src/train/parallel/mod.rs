@@ -87,22 +87,19 @@ where
 /// [`fit_batches`] with one replica of `model` on each of `devices`, as [`fit_data_parallel`]
 /// does for a [`Dataset`]: the batches of `train` (e.g. ImageNet's `ImageLoader`) are the
 /// global batches, split evenly over the devices.
-pub fn fit_batches_data_parallel<B, M, O, T, I>(
-    model: M,
-    objective: &O,
-    train: &T,
-    held_out: &I,
-    config: &FitConfig,
-    devices: &[B::Device],
-    io: FitIo<'_>,
-) -> Result<(M, FitOutcome)>
-where
+pub fn fit_batches_data_parallel<
     B: AutodiffBackend,
     M: AttackModel<B>,
     O: Objective<B, M> + Sync,
-    T: TrainBatches,
-    I: Images + ?Sized,
-{
+>(
+    model: M,
+    objective: &O,
+    train: &impl TrainBatches,
+    held_out: &(impl Images + ?Sized),
+    config: &FitConfig,
+    devices: &[B::Device],
+    io: FitIo<'_>,
+) -> Result<(M, FitOutcome)> {
     match devices {
         [] => Err(LtdError::InvalidConfig("no device to train on".into())),
         [device] => fit_batches(model, objective, train, held_out, config, device, io),
