@@ -60,7 +60,9 @@ pub trait DataArgs: clap::Args + FromArgMatches + std::fmt::Debug {
     fn inputs(&self) -> Vec<(&'static str, PathBuf)>;
 }
 
-/// The command line: the data set's flags and the recipe's.
+// The command line: the data set's flags, then the recipe's.
+/// The paper's recipe: a naturally trained teacher, a TRADES+LTD student, AutoAttack
+/// 'standard'; every default is the paper's (§A.2).
 #[derive(Parser, Debug)]
 struct Cli<D: clap::Args> {
     #[command(flatten)]
