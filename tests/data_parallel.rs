@@ -72,6 +72,7 @@ fn config(epochs: usize, batch_size: usize, sgd: SgdSettings, lr: f64) -> FitCon
         awp: None,
         seed: 5,
         eval_images: 0,
+        held_out_eps: None,
         label: "data-parallel test".into(),
     }
 }

@@ -83,6 +83,7 @@ fn config() -> FitConfig {
         awp: None,
         seed: 5,
         eval_images: 2,
+        held_out_eps: Some(4.0 / 255.0),
         label: "imagenet test".into(),
     }
 }

@@ -325,6 +325,7 @@ fn tiny_fit(
         }),
         seed: 3,
         eval_images: 8,
+        held_out_eps: None,
         label: "test".into(),
     };
     with_stopping_io(dir, stop_after, resume, |io| {

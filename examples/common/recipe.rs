@@ -248,7 +248,7 @@ pub struct RecipeArgs {
     /// Step size of the training attack.
     #[arg(long, default_value = "2/255", value_parser = parse_eps)]
     pub attack_step_size: f64,
-    /// Held-out images for the per-epoch natural and PGD-20 (8/255) accuracy (0: none).
+    /// Held-out images for the per-epoch natural and PGD-20 (at --eps) accuracy (0: none).
     #[arg(long, default_value_t = 500)]
     pub held_out: usize,
     /// AutoAttack on the first N evaluation images.
@@ -583,6 +583,8 @@ fn fit_config(
         awp,
         seed: args.seed,
         eval_images: args.held_out,
+        // CIFAR's 8/255 stays unrecorded, as before the setting existed.
+        held_out_eps: Some(args.eps).filter(|&eps| eps != 8.0 / 255.0),
         label,
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     train_step, Checkpoint, CheckpointMeta, EpochStats, PiecewiseLr, SgdSettings, TrainBatches,
 };
-use crate::attacks::{AttackModel, Pgd};
+use crate::attacks::{AttackModel, Pgd, ThreatModel};
 use crate::eval::autoattack::{self, AttackName, AutoAttackConfig, Images};
 use crate::objectives::{Awp, Objective};
 use crate::{LtdError, Result};
@@ -41,6 +41,10 @@ pub struct FitConfig {
     /// Held-out images (the first N of the test set) for the per-epoch natural and PGD-20
     /// accuracy; 0 skips it.
     pub eval_images: usize,
+    /// L∞ radius of the per-epoch PGD-20 (steps of ε/4); `None`: CIFAR's 8/255. A monitor
+    /// only; recorded with the settings when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_eps: Option<f64>,
     /// Free-form description of the objective and model, checked on resume.
     pub label: String,
 }
@@ -102,6 +106,7 @@ impl Default for FitConfig {
             awp: None,
             seed: 0,
             eval_images: 500,
+            held_out_eps: None,
             label: String::new(),
         }
     }
@@ -458,8 +463,9 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
         let (natural_accuracy, pgd20_accuracy) = if n == 0 {
             (None, None)
         } else {
+            let eps = self.config.held_out_eps;
             let (clean, robust) =
-                held_out_accuracy::<B, M, I>(model, held_out, n, self.config.batch_size)?;
+                held_out_accuracy::<B, M, I>(model, held_out, n, eps, self.config.batch_size)?;
             (Some(clean), Some(robust))
         };
         let log = EpochLog {
@@ -483,14 +489,19 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
     }
 }
 
-/// Natural and PGD-20 accuracy (L∞ 8/255, steps of 2/255) on the first `n` of `images`.
+/// Natural and PGD-20 accuracy (L∞ `eps`, default 8/255, steps of ε/4) on the first `n` of
+/// `images`.
 fn held_out_accuracy<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
     model: &M,
     images: &I,
     n: usize,
+    eps: Option<f64>,
     batch_size: usize,
 ) -> Result<(f64, f64)> {
-    let pgd = Pgd::pgd20();
+    let pgd = match eps {
+        Some(eps) => Pgd::new(ThreatModel::linf(eps), 20, eps / 4.0),
+        None => Pgd::pgd20(),
+    };
     let config = AutoAttackConfig::standard(pgd.threat)
         .with_attacks(vec![AttackName::Pgd20])
         .with_batch_size(batch_size);
