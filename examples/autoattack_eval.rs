@@ -24,6 +24,7 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::Parser;
+use common::imagenet_recipe::ImageNetArgs;
 use common::model_args::ModelArgs;
 use ltd::backend;
 use ltd::core::attacks::{parse_eps, ThreatModel};
@@ -31,10 +32,7 @@ use ltd::core::eval::autoattack::{
     self, AttackName, AutoAttackConfig, AutoAttackReport, Images, RunOptions, Shard,
 };
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
-use ltd::data::{
-    load_cifar_auto, open_imagenet, Dataset, ImageFiles, ImageNetOptions, ImageNetSplit, Split,
-    SyntheticConfig,
-};
+use ltd::data::{load_cifar_auto, Dataset, ImageFiles, Split, SyntheticConfig};
 
 #[derive(Parser)]
 #[command(about = "AutoAttack evaluation of a checkpoint on CIFAR-format test data or ImageNet")]
@@ -87,28 +85,6 @@ struct Args {
     /// Device (`default`, `cpu`, `cuda:N`, …).
     #[arg(long, default_value = "default")]
     device: String,
-}
-
-/// Options for an ImageNet `--data-dir`.
-#[derive(clap::Args)]
-struct ImageNetArgs {
-    /// ImageNet: the class order (one wnid per line, or torchvision's JSON); default: the sorted
-    /// folder names of `train/` (else `val/`).
-    #[arg(long)]
-    class_index: Option<PathBuf>,
-    /// ImageNet: labels of a flat `val/` (`LOC_val_solution.csv` or `val.txt`); default: found
-    /// beside the root.
-    #[arg(long)]
-    val_labels: Option<PathBuf>,
-    /// ImageNet: evaluate only the images this file lists, in its order (RobustBench's 5,000).
-    #[arg(long)]
-    subset: Option<PathBuf>,
-    /// ImageNet: shorter side after resizing.
-    #[arg(long, default_value_t = 256)]
-    resize: usize,
-    /// ImageNet: side of the centre crop the model sees.
-    #[arg(long, default_value_t = 224)]
-    crop: usize,
 }
 
 /// The images to attack.
@@ -262,15 +238,8 @@ fn test_data(args: &Args) -> anyhow::Result<TestData> {
         }
         None => bail!("give --data-dir (CIFAR test data or an ImageNet root) or --synthetic"),
         Some(dir) if dir.join("val").is_dir() => {
-            let a = &args.imagenet;
-            let options = ImageNetOptions {
-                class_index: a.class_index.clone(),
-                val_labels: a.val_labels.clone(),
-                subset: a.subset.clone(),
-            };
-            let list = open_imagenet(dir, ImageNetSplit::Val, &options)?;
-            let classes = list.classes().len();
-            let files = ImageFiles::new(list, a.resize, a.crop, Default::default())?;
+            let files = args.imagenet.val(dir)?;
+            let classes = files.list().classes().len();
             (TestData::Files(files), classes)
         }
         Some(dir) => {

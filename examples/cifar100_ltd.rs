@@ -9,5 +9,5 @@
 mod common;
 
 fn main() {
-    common::recipe::main(ltd::data::CifarKind::Hundred, "cifar100_ltd");
+    common::cifar_recipe::main(ltd::data::CifarKind::Hundred, "cifar100_ltd");
 }

@@ -13,5 +13,5 @@
 mod common;
 
 fn main() {
-    common::recipe::main(ltd::data::CifarKind::Ten, "cifar10_ltd");
+    common::cifar_recipe::main(ltd::data::CifarKind::Ten, "cifar10_ltd");
 }

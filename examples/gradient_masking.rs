@@ -228,6 +228,7 @@ fn contrast(
         },
         seed: args.seed,
         eval_images: 500,
+        held_out_eps: None,
         label: format!("gradient_masking demo {name} {arch}"),
         ..FitConfig::default()
     };

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{ModuleVisitor, Param};
 use burn::optim::Optimizer;
 use burn::tensor::{Distribution, Tensor};
 use common::*;
@@ -19,8 +18,7 @@ use ltd::core::models::{Arch, Network};
 use ltd::core::objectives::{Awp, Labels, Madry, Natural, Objective};
 use ltd::core::tensors::batch_tensors;
 use ltd::core::train::{
-    fit, fit_data_parallel, Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome,
-    PiecewiseLr, SgdSettings,
+    fit, fit_data_parallel, FitConfig, FitIo, FitOutcome, PiecewiseLr, SgdSettings,
 };
 use ltd::data::{Batch, Dataset, Loader, LoaderConfig, SyntheticConfig};
 use rand::SeedableRng;
@@ -42,19 +40,6 @@ fn data(train: usize) -> ltd::data::SyntheticData {
     }
     .generate()
     .unwrap()
-}
-
-/// Every float tensor of a module (parameters and BatchNorm running statistics), in order.
-fn tensors<M: Module<AD>>(model: &M) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor<AD> for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
-            self.0.push(values(param.val().inner()));
-        }
-    }
-    let mut collect = Collect(Vec::new());
-    model.visit(&mut collect);
-    collect.0
 }
 
 /// Largest absolute difference between two lists of tensors of the same shapes.
@@ -87,6 +72,7 @@ fn config(epochs: usize, batch_size: usize, sgd: SgdSettings, lr: f64) -> FitCon
         awp: None,
         seed: 5,
         eval_images: 0,
+        held_out_eps: None,
         label: "data-parallel test".into(),
     }
 }
@@ -349,32 +335,10 @@ fn adversarial_run(
         eval_images: 8,
         ..config(2, 16, SgdSettings::default(), 0.05)
     };
-    let stop = AtomicBool::new(false);
-    let mut batches = 0;
-    let mut on_batch = |_: usize, _: &EpochStats, _: usize| {
-        batches += 1;
-        if Some(batches) == stop_after {
-            stop.store(true, Ordering::SeqCst);
-        }
-    };
-    let mut on_epoch = |_: &EpochLog| {};
-    let io = FitIo {
-        checkpoint: Some(Checkpoint::new(dir.join("ckpt"))),
-        resume,
-        log: Some(dir.join("log.jsonl")),
-        stop: Some(&stop),
-        on_batch: &mut on_batch,
-        on_epoch: &mut on_epoch,
-    };
-    fit_data_parallel(
-        model,
-        &objective,
-        &data.train,
-        &data.test,
-        &config,
-        devices,
-        io,
-    )
+    let (train, test) = (&data.train, &data.test);
+    with_stopping_io(dir, stop_after, resume, |io| {
+        fit_data_parallel(model, &objective, train, test, &config, devices, io)
+    })
 }
 
 #[test]

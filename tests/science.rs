@@ -143,6 +143,7 @@ fn a_temperature_that_flattens_the_soft_labels_is_infeasible_and_trials_resume()
             },
             schedule: PiecewiseLr::cifar(4),
             eval_images: 64,
+            held_out_eps: None,
             label: "test".into(),
             ..FitConfig::default()
         },

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -15,7 +14,7 @@ use ltd::core::models::{Arch, BatchNorm, Classifier, Mode, Network};
 use ltd::core::objectives::{
     Awp, BnOrder, Labels, Madry, Natural, Objective, TeacherLogits, Trades,
 };
-use ltd::core::train::{fit, Checkpoint, FitConfig, FitIo, FitOutcome, PiecewiseLr, SgdSettings};
+use ltd::core::train::{fit, FitConfig, FitOutcome, PiecewiseLr, SgdSettings};
 use ltd::data::SyntheticConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -326,34 +325,20 @@ fn tiny_fit(
         }),
         seed: 3,
         eval_images: 8,
+        held_out_eps: None,
         label: "test".into(),
     };
-    let stop = AtomicBool::new(false);
-    let mut batches = 0;
-    let mut on_batch = |_: usize, _: &ltd::core::train::EpochStats, _: usize| {
-        batches += 1;
-        if Some(batches) == stop_after {
-            stop.store(true, Ordering::SeqCst);
-        }
-    };
-    let mut on_epoch = |_: &ltd::core::train::EpochLog| {};
-    let io = FitIo {
-        checkpoint: Some(Checkpoint::new(dir.join("ckpt"))),
-        resume,
-        log: Some(dir.join("log.jsonl")),
-        stop: Some(&stop),
-        on_batch: &mut on_batch,
-        on_epoch: &mut on_epoch,
-    };
-    fit(
-        model,
-        &objective,
-        &data.train,
-        &data.test,
-        &config,
-        &device(),
-        io,
-    )
+    with_stopping_io(dir, stop_after, resume, |io| {
+        fit(
+            model,
+            &objective,
+            &data.train,
+            &data.test,
+            &config,
+            &device(),
+            io,
+        )
+    })
     .unwrap()
 }
 

@@ -2,6 +2,8 @@
 //! checkpoints, Ctrl-C, `--resume`), and the AutoAttack stage with a progress bar per attack.
 #![allow(dead_code)] // each example uses its own part
 
+pub mod cifar_recipe;
+pub mod imagenet_recipe;
 pub mod model_args;
 pub mod plot;
 pub mod recipe;
@@ -13,12 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{bail, Context};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ltd::backend::{Device, Train};
-use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, RunOptions};
+use ltd::core::eval::autoattack::{self, AutoAttackConfig, AutoAttackReport, Images, RunOptions};
 use ltd::core::models::Network;
 use ltd::core::objectives::Objective;
 #[cfg(not(feature = "data-parallel"))]
-use ltd::core::train::fit;
-use ltd::core::train::{Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome};
+use ltd::core::train::fit_batches;
+use ltd::core::train::{
+    Checkpoint, EpochLog, EpochStats, FitConfig, FitIo, FitOutcome, TrainBatches,
+};
 use ltd::core::{weights, LtdError};
 use ltd::data::{load_cifar_auto, CifarKind, Dataset, Split, SyntheticConfig};
 
@@ -166,6 +170,13 @@ impl Stage<'_> {
         config: &FitConfig,
         devices: &[Device],
     ) -> anyhow::Result<Model> {
+        let loader = config.loader(train)?;
+        let held_out = test.take(config.eval_images.min(test.len()));
+        self.train_batches(model, objective, &loader, &held_out, config, devices)
+    }
+
+    /// The stage's checkpoint, refusing one already there unless resuming; creates the folder.
+    fn checkpoint(&self) -> anyhow::Result<Checkpoint> {
         let checkpoint = Checkpoint::new(self.dir.join("ckpt"));
         if checkpoint.exists() && !self.resume {
             bail!(
@@ -176,6 +187,21 @@ impl Stage<'_> {
         }
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("creating {}", self.dir.display()))?;
+        Ok(checkpoint)
+    }
+
+    /// [`Stage::train_on`] with batches from any source (ImageNet's loader) and the per-epoch
+    /// evaluation on the first `config.eval_images` of `held_out`.
+    pub fn train_batches<O: Objective<Train, Model> + Sync>(
+        &self,
+        model: Model,
+        objective: &O,
+        train: &impl TrainBatches,
+        held_out: &(impl Images + ?Sized),
+        config: &FitConfig,
+        devices: &[Device],
+    ) -> anyhow::Result<Model> {
+        let checkpoint = self.checkpoint()?;
         let style = ProgressStyle::with_template(
             "{prefix} {bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]",
         )?;
@@ -210,7 +236,16 @@ impl Stage<'_> {
             on_batch: &mut on_batch,
             on_epoch: &mut on_epoch,
         };
-        let (model, outcome) = fit_on(model, objective, train, test, config, devices, io)?;
+        #[cfg(feature = "data-parallel")]
+        let fitted = ltd::core::train::fit_batches_data_parallel(
+            model, objective, train, held_out, config, devices, io,
+        );
+        #[cfg(not(feature = "data-parallel"))]
+        let fitted = match devices {
+            [device] => fit_batches(model, objective, train, held_out, config, device, io),
+            _ => bail!("training on several devices needs the `data-parallel` feature"),
+        };
+        let (model, outcome) = fitted?;
         bar.finish_and_clear();
         if outcome == FitOutcome::Stopped {
             exit_stopped(&self.resume_hint);
@@ -221,27 +256,6 @@ impl Stage<'_> {
             .save(&self.dir.join("curves.svg"))?;
         Ok(model)
     }
-}
-
-/// `fit` on one device, or data-parallel on several.
-fn fit_on<O: Objective<Train, Model> + Sync>(
-    model: Model,
-    objective: &O,
-    train: &Dataset,
-    test: &Dataset,
-    config: &FitConfig,
-    devices: &[Device],
-    io: FitIo<'_>,
-) -> anyhow::Result<(Model, FitOutcome)> {
-    #[cfg(feature = "data-parallel")]
-    let fitted =
-        ltd::core::train::fit_data_parallel(model, objective, train, test, config, devices, io)?;
-    #[cfg(not(feature = "data-parallel"))]
-    let fitted = match devices {
-        [device] => fit(model, objective, train, test, config, device, io)?,
-        _ => bail!("training on several devices needs the `data-parallel` feature"),
-    };
-    Ok(fitted)
 }
 
 /// Loss and accuracies per epoch from a training log (`log.jsonl`, one [`EpochLog`] a line).
@@ -289,8 +303,12 @@ pub fn epoch_line(name: &str, log: &EpochLog, epochs: usize) -> String {
     } else {
         format!("/{epochs}")
     };
+    let skipped = match log.train.skipped {
+        0 => String::new(),
+        n => format!(", {n} unreadable images skipped (listed in log.jsonl)"),
+    };
     format!(
-        "{name} epoch {:>3}{of}: loss {:.4}, train acc {:.4}{held_out}, lr {:.2e}, {:.1}s",
+        "{name} epoch {:>3}{of}: loss {:.4}, train acc {:.4}{held_out}, lr {:.2e}, {:.1}s{skipped}",
         log.epoch, log.train.loss, log.train.train_accuracy, log.train.lr, log.train.seconds
     )
 }
@@ -328,10 +346,10 @@ pub fn attack_progress(label: &str) -> impl FnMut(&str, usize, usize) + '_ {
 /// `<report>.state`; writes the JSON report and returns it. With `resume`, a finished report of
 /// the same model, images and settings is returned as it is. `label` prefixes the progress bars.
 /// The caller checks the output paths first (`OutputPlan`).
-pub fn evaluate(
+pub fn evaluate<I: Images + ?Sized>(
     label: &str,
     model: &Model,
-    test: &Dataset,
+    test: &I,
     config: &AutoAttackConfig,
     n_ex: usize,
     report_path: &Path,

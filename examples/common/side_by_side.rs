@@ -162,6 +162,7 @@ impl SideBySide {
             awp: None,
             seed: b.seed,
             eval_images: 0,
+            held_out_eps: None,
             label: format!("{label} {}", b.arch),
         }
     }

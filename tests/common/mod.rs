@@ -92,3 +92,44 @@ impl<B: Backend> ltd::core::Classifier<B> for LinearClassifier<B> {
         self.bias.dims()[0]
     }
 }
+
+/// Calls `fit` with a checkpoint and a log in `dir` (continuing the checkpoint with `resume`),
+/// asking the run to stop after `stop_after` batches, as Ctrl-C would.
+pub fn with_stopping_io<T>(
+    dir: &std::path::Path,
+    stop_after: Option<usize>,
+    resume: bool,
+    fit: impl FnOnce(ltd::core::train::FitIo<'_>) -> T,
+) -> T {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    let mut batches = 0;
+    let mut on_batch = |_: usize, _: &ltd::core::train::EpochStats, _: usize| {
+        batches += 1;
+        if Some(batches) == stop_after {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let mut on_epoch = |_: &ltd::core::train::EpochLog| {};
+    fit(ltd::core::train::FitIo {
+        checkpoint: Some(ltd::core::train::Checkpoint::new(dir.join("ckpt"))),
+        resume,
+        log: Some(dir.join("log.jsonl")),
+        stop: Some(&stop),
+        on_batch: &mut on_batch,
+        on_epoch: &mut on_epoch,
+    })
+}
+
+/// Every float tensor of a module (parameters and BatchNorm running statistics), in order.
+pub fn tensors<M: burn::module::Module<AD>>(model: &M) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl burn::module::ModuleVisitor<AD> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<AD, D>>) {
+            self.0.push(values(param.val().inner()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}

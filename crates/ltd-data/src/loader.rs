@@ -121,6 +121,12 @@ impl Loader {
     /// The batches of `epoch`, prepared on a background thread. Dropping the iterator early
     /// stops the thread.
     pub fn epoch(&self, epoch: u64) -> EpochBatches {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on, exactly those `epoch(epoch)` serves there;
+    /// the earlier ones are not built, so a resumed run starts at once.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> EpochBatches {
         let job = EpochJob {
             dataset: Arc::clone(&self.dataset),
             order: self.epoch_order(epoch),
@@ -136,7 +142,7 @@ impl Loader {
         let spawned = thread::Builder::new()
             .name(format!("ltd-data epoch {epoch}"))
             .spawn(move || {
-                for b in 0..worker_job.batches {
+                for b in first..worker_job.batches {
                     // A send fails only once the receiver is gone: stop quietly.
                     if sender.send(worker_job.batch(b)).is_err() {
                         break;
@@ -153,7 +159,7 @@ impl Loader {
         };
         EpochBatches {
             mode,
-            next: 0,
+            next: first.min(batches),
             batches,
         }
     }

@@ -140,6 +140,40 @@ fn batches_do_not_depend_on_workers_or_run() {
 }
 
 #[test]
+fn an_epoch_started_at_a_batch_serves_the_rest_and_its_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    build_tree(dir.path());
+    let single = ImageLoaderConfig {
+        batch_size: 1,
+        ..config(SMALL_TRAIN, 2)
+    };
+    let loader = loader(dir.path(), ImageNetSplit::Train, single);
+    // Batch positions of the whole epoch: the two unreadable images' batches are left out.
+    let mut epoch = loader.epoch(0);
+    let mut full = Vec::new();
+    while let Some(batch) = epoch.next() {
+        full.push((epoch.position() - 1, batch.unwrap()));
+    }
+    assert_eq!(full.len(), 7);
+    assert_eq!(epoch.position(), 9);
+    for first in [0, 3, 6, 9] {
+        let mut rest = loader.epoch_from(0, first);
+        let mut served = Vec::new();
+        while let Some(batch) = rest.next() {
+            served.push((rest.position() - 1, batch.unwrap()));
+        }
+        let expected: Vec<_> = full.iter().filter(|(b, _)| *b >= first).cloned().collect();
+        assert_eq!(served, expected, "from batch {first}");
+        let unreadable = (first..9).filter(|p| full.iter().all(|(b, _)| b != p));
+        assert_eq!(
+            rest.skipped().len(),
+            unreadable.count(),
+            "from batch {first}"
+        );
+    }
+}
+
+#[test]
 fn prefetch_bounds_the_batches_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     build_tree(dir.path());

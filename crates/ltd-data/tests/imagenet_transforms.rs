@@ -313,3 +313,32 @@ fn train_transform_is_a_function_of_its_draws() {
     }
     assert!((2..=14).contains(&flips), "{flips} flips in 16");
 }
+
+#[test]
+fn a_side_left_at_its_size_keeps_its_rows_and_columns() {
+    // Regression: with no vertical resize, the window's rows were taken with the identity's
+    // zero-weight neighbours, one row too many (a panic in debug, shifted pixels in release).
+    let (w, h) = (40, 36);
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let image = RgbImage::new(w, h, pixels.clone()).unwrap();
+    let plain_crop = |left: usize, top: usize, size: usize| -> Vec<u8> {
+        (top..top + size)
+            .flat_map(|y| pixels[(y * w + left) * 3..(y * w + left + size) * 3].to_vec())
+            .collect()
+    };
+    // Shorter side already 36: Resize(36) is the identity, CenterCrop(32) at (4, 2).
+    let out = resize_center_crop(&image, 36, 32);
+    assert_eq!((out.width(), out.height()), (32, 32));
+    assert_eq!(out.pixels(), plain_crop(4, 2, 32));
+    // Height kept, width resized (a RandomResizedCrop box as tall as the output).
+    let crop = CropBox {
+        top: 3,
+        left: 5,
+        height: 32,
+        width: 20,
+    };
+    let out = resize_bilinear(&image, crop, 32, 32).unwrap();
+    assert_eq!((out.width(), out.height()), (32, 32));
+    let both = resize_bilinear(&image, crop, 32, 33).unwrap();
+    assert_eq!(both.height(), 33);
+}

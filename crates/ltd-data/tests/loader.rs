@@ -56,6 +56,24 @@ fn same_seed_same_batches_regardless_of_prefetch() {
 }
 
 #[test]
+fn an_epoch_started_at_a_batch_serves_the_rest_of_the_full_epoch() {
+    let data = dataset(100);
+    let loader = Loader::new(data, config(3)).unwrap();
+    let full = epoch(&loader, 1);
+    for first in [0, 1, 5, 7, 9] {
+        let rest: Vec<Batch> = loader.epoch_from(1, first).collect();
+        assert_eq!(rest, full[first.min(full.len())..], "from batch {first}");
+    }
+    let inline = LoaderConfig {
+        prefetch: 0,
+        ..config(3)
+    };
+    let inline = Loader::new(loader.dataset().clone(), inline).unwrap();
+    let rest: Vec<Batch> = inline.epoch_from(1, 4).collect();
+    assert_eq!(rest, full[4..]);
+}
+
+#[test]
 fn every_index_once_per_epoch_without_drop_last() {
     let data = dataset(100);
     let loader = Loader::new(data.clone(), config(3)).unwrap();

@@ -14,9 +14,11 @@ use burn::tensor::backend::AutodiffBackend;
 use ltd_data::{Dataset, Loader, LoaderConfig};
 use serde::{Deserialize, Serialize};
 
-use super::{train_step, Checkpoint, CheckpointMeta, EpochStats, PiecewiseLr, SgdSettings};
-use crate::attacks::{AttackModel, Pgd};
-use crate::eval::autoattack::{self, AttackName, AutoAttackConfig};
+use super::{
+    train_step, Checkpoint, CheckpointMeta, EpochStats, PiecewiseLr, SgdSettings, TrainBatches,
+};
+use crate::attacks::{AttackModel, Pgd, ThreatModel};
+use crate::eval::autoattack::{self, AttackName, AutoAttackConfig, Images};
 use crate::objectives::{Awp, Objective};
 use crate::{LtdError, Result};
 use ltd_data::Batch;
@@ -39,6 +41,10 @@ pub struct FitConfig {
     /// Held-out images (the first N of the test set) for the per-epoch natural and PGD-20
     /// accuracy; 0 skips it.
     pub eval_images: usize,
+    /// L∞ radius of the per-epoch PGD-20 (steps of ε/4); `None`: CIFAR's 8/255. A monitor
+    /// only; recorded with the settings when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out_eps: Option<f64>,
     /// Free-form description of the objective and model, checked on resume.
     pub label: String,
 }
@@ -100,8 +106,22 @@ impl Default for FitConfig {
             awp: None,
             seed: 0,
             eval_images: 500,
+            held_out_eps: None,
             label: String::new(),
         }
+    }
+}
+
+impl FitConfig {
+    /// The loader [`fit`] draws `train`'s batches from: this batch size and seed, shuffled,
+    /// CIFAR's augmentation (crop with 4-pixel padding + flip).
+    pub fn loader(&self, train: &Dataset) -> Result<Loader> {
+        let settings = LoaderConfig {
+            batch_size: self.batch_size,
+            seed: self.seed,
+            ..Default::default()
+        };
+        Ok(Loader::new(train.clone(), settings)?)
     }
 }
 
@@ -114,7 +134,8 @@ pub enum FitOutcome {
     Stopped,
 }
 
-/// Trains `model` with `objective` on `train`, evaluating on the start of `test`.
+/// Trains `model` with `objective` on `train` (shuffled, CIFAR's crop + flip), evaluating on the
+/// start of `test`: [`fit_batches`] over an in-memory [`Loader`].
 ///
 /// ```no_run
 /// use burn::backend::{Autodiff, Flex};
@@ -150,6 +171,25 @@ where
     M: AttackModel<B>,
     O: Objective<B, M>,
 {
+    let loader = config.loader(train)?;
+    let held_out = test.take(config.eval_images.min(test.len()));
+    fit_batches(model, objective, &loader, &held_out, config, device, io)
+}
+
+/// Trains `model` with `objective` on the batches of `train` (an in-memory [`Loader`], an
+/// ImageNet [`ltd_data::ImageLoader`], …), evaluating after every epoch on the first
+/// `config.eval_images` of `held_out` (any [`Images`], e.g. ImageNet validation files).
+/// `train`'s batch size and seed must be `config`'s, which checkpoints record. Images `train`
+/// leaves out are counted in each epoch's [`EpochStats::skipped`].
+pub fn fit_batches<B: AutodiffBackend, M: AttackModel<B>, O: Objective<B, M>>(
+    model: M,
+    objective: &O,
+    train: &impl TrainBatches,
+    held_out: &(impl Images + ?Sized),
+    config: &FitConfig,
+    device: &B::Device,
+    io: FitIo<'_>,
+) -> Result<(M, FitOutcome)> {
     let setup = Setup::<B>::new(train, config, device, 1)?;
     let (model, optimizer, at) = setup.resume(model, config.sgd.init::<B, M>(), &io)?;
     let mut step = OneDevice {
@@ -158,7 +198,7 @@ where
         device,
         seed: config.seed,
     };
-    setup.run(model, &mut step, at, test, io)
+    setup.run(model, &mut step, at, held_out, io)
 }
 
 /// How a run trains one batch: [`train_step`] on one device, or the replicas of
@@ -239,7 +279,7 @@ pub(super) struct Position {
 pub(super) struct Setup<'a, B: AutodiffBackend> {
     /// The settings as checkpoints record them, to refuse resuming a different run.
     run: serde_json::Value,
-    loader: Loader,
+    batches: &'a dyn TrainBatches,
     config: &'a FitConfig,
     /// Where a checkpoint's tensors are loaded (replica 0's device).
     device: &'a B::Device,
@@ -250,53 +290,53 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
     /// devices records their number beside the settings: its randomness and BatchNorm
     /// statistics depend on it, so it resumes only on as many devices.
     pub(super) fn new(
-        train: &Dataset,
+        batches: &'a dyn TrainBatches,
         config: &'a FitConfig,
         device: &'a B::Device,
         replicas: usize,
     ) -> Result<Self> {
+        let (batch_size, seed) = batches.batch_size_and_seed();
+        if (batch_size, seed) != (config.batch_size, config.seed) {
+            return Err(LtdError::InvalidConfig(format!(
+                "the training batches (batch size {batch_size}, seed {seed}) disagree with the \
+                 run's settings (batch size {}, seed {})",
+                config.batch_size, config.seed
+            )));
+        }
         let mut run =
             serde_json::to_value(config).map_err(|e| LtdError::InvalidConfig(e.to_string()))?;
         if let (true, Some(fields)) = (replicas > 1, run.as_object_mut()) {
             fields.insert("replicas".into(), replicas.into());
         }
-        let loader = Loader::new(
-            train.clone(),
-            LoaderConfig {
-                batch_size: config.batch_size,
-                seed: config.seed,
-                ..Default::default()
-            },
-        )?;
         Ok(Self {
             run,
-            loader,
+            batches,
             config,
             device,
         })
     }
 
-    /// The epochs from `at` on, a checkpoint after each, evaluated on the start of `test`.
-    pub(super) fn run<M, S>(
+    /// The epochs from `at` on, a checkpoint after each, evaluated on the start of `held_out`.
+    pub(super) fn run<M, S, I>(
         &self,
         mut model: M,
         step: &mut S,
         mut at: Position,
-        test: &Dataset,
+        held_out: &I,
         mut io: FitIo<'_>,
     ) -> Result<(M, FitOutcome)>
     where
         M: AttackModel<B>,
         S: Stepper<B, M>,
+        I: Images + ?Sized,
     {
-        let held_out = test.take(self.config.eval_images.min(test.len()));
         while at.epoch < self.config.epochs {
             let stopped;
             (model, stopped) = self.train_epoch(model, step, &mut at, &mut io)?;
             if stopped {
                 return Ok((model, FitOutcome::Stopped));
             }
-            self.end_epoch(&model, &held_out, &at, &mut io)?;
+            self.end_epoch(&model, held_out, &at, &mut io)?;
             at = Position {
                 epoch: at.epoch + 1,
                 batch: 0,
@@ -378,8 +418,11 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
         let awp = config.awp.as_ref().filter(|a| a.active(epoch));
         let start = Instant::now() - std::time::Duration::from_secs_f64(at.stats.seconds);
         at.stats.lr = lr;
-        let batches = self.loader.epoch(epoch as u64).enumerate().skip(at.batch);
-        for (b, batch) in batches {
+        let per_epoch = self.batches.batches_per_epoch();
+        let mut batches = self.batches.epoch_from(epoch, at.batch);
+        let mut seen = 0;
+        while let Some(next) = batches.next() {
+            let (b, batch) = next?;
             let (trained, done) =
                 step.step(model, &batch, (epoch, b), lr, awp)
                     .map_err(|e| match e {
@@ -392,31 +435,37 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
             if let Some((loss, hits)) = done {
                 at.stats.add(loss, hits, batch.len());
             }
+            at.stats.skip(&batches.skipped()[seen..]);
+            seen = batches.skipped().len();
             at.stats.seconds = start.elapsed().as_secs_f64();
-            (io.on_batch)(epoch, &at.stats, self.loader.batches_per_epoch());
+            (io.on_batch)(epoch, &at.stats, per_epoch);
             if io.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
                 at.batch = b + 1;
                 self.save(io, &model, step.optimizer(), at)?;
                 return Ok((model, true));
             }
         }
+        // Batches at the end whose images all failed.
+        at.stats.skip(&batches.skipped()[seen..]);
         Ok((model, false))
     }
 
     /// The end of the epoch at `at`: its held-out accuracy, its line in the log, and
     /// `on_epoch`.
-    fn end_epoch<M: AttackModel<B>>(
+    fn end_epoch<M: AttackModel<B>, I: Images + ?Sized>(
         &self,
         model: &M,
-        held_out: &Dataset,
+        held_out: &I,
         at: &Position,
         io: &mut FitIo<'_>,
     ) -> Result<()> {
-        let (natural_accuracy, pgd20_accuracy) = if held_out.is_empty() {
+        let n = self.config.eval_images.min(held_out.len());
+        let (natural_accuracy, pgd20_accuracy) = if n == 0 {
             (None, None)
         } else {
+            let eps = self.config.held_out_eps;
             let (clean, robust) =
-                held_out_accuracy::<B, M>(model, held_out, self.config.batch_size)?;
+                held_out_accuracy::<B, M, I>(model, held_out, n, eps, self.config.batch_size)?;
             (Some(clean), Some(robust))
         };
         let log = EpochLog {
@@ -440,18 +489,24 @@ impl<'a, B: AutodiffBackend> Setup<'a, B> {
     }
 }
 
-/// Natural and PGD-20 accuracy (L∞ 8/255, steps of 2/255) on `images`.
-fn held_out_accuracy<B: AutodiffBackend, M: AttackModel<B>>(
+/// Natural and PGD-20 accuracy (L∞ `eps`, default 8/255, steps of ε/4) on the first `n` of
+/// `images`.
+fn held_out_accuracy<B: AutodiffBackend, M: AttackModel<B>, I: Images + ?Sized>(
     model: &M,
-    images: &Dataset,
+    images: &I,
+    n: usize,
+    eps: Option<f64>,
     batch_size: usize,
 ) -> Result<(f64, f64)> {
-    let pgd = Pgd::pgd20();
+    let pgd = match eps {
+        Some(eps) => Pgd::new(ThreatModel::linf(eps), 20, eps / 4.0),
+        None => Pgd::pgd20(),
+    };
     let config = AutoAttackConfig::standard(pgd.threat)
         .with_attacks(vec![AttackName::Pgd20])
         .with_batch_size(batch_size);
     let attacks: Vec<Box<dyn crate::attacks::Attack<B, M>>> = vec![Box::new(pgd)];
-    let range = 0..images.len();
+    let range = 0..n;
     let report =
         autoattack::run_attacks(&config, &attacks, model, images, range, Default::default())?
             .report;

@@ -1,5 +1,6 @@
 //! The training loop: batches from a loader, an [`Objective`], SGD with a learning-rate schedule.
 
+mod batches;
 mod checkpoint;
 mod fit;
 mod optim;
@@ -7,11 +8,12 @@ mod optim;
 mod parallel;
 mod temperature;
 
+pub use batches::{EpochStream, TrainBatches};
 pub use checkpoint::{Checkpoint, CheckpointMeta};
-pub use fit::{fit, EpochLog, FitConfig, FitIo, FitOutcome};
+pub use fit::{fit, fit_batches, EpochLog, FitConfig, FitIo, FitOutcome};
 pub use optim::{PiecewiseLr, SgdSettings};
 #[cfg(feature = "data-parallel")]
-pub use parallel::fit_data_parallel;
+pub use parallel::{fit_batches_data_parallel, fit_data_parallel};
 pub use temperature::{FitTrainer, SearchReport, TemperatureSearch, Trainer, Trial};
 
 use burn::module::AutodiffModule;
@@ -41,9 +43,31 @@ pub struct EpochStats {
     pub lr: f64,
     /// Wall time.
     pub seconds: f64,
+    /// Training images left out because their files could not be read (ImageNet with
+    /// `OnError::Skip`; absent from logs written before it existed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: usize,
+    /// The first [`SKIPPED_LISTED`] of them, as `path: reason`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<String>,
+}
+
+/// How many skipped files an epoch's statistics name (all are counted).
+pub const SKIPPED_LISTED: usize = 20;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl EpochStats {
+    /// Counts `images` as skipped, naming the first few.
+    fn skip(&mut self, images: &[ltd_data::SkippedImage]) {
+        self.skipped += images.len();
+        let room = SKIPPED_LISTED.saturating_sub(self.skipped_files.len());
+        let named = images.iter().take(room);
+        (self.skipped_files).extend(named.map(|i| format!("{}: {}", i.path.display(), i.reason)));
+    }
+
     fn add(&mut self, loss: f64, correct: usize, n: usize) {
         let total = self.samples + n;
         self.loss = (self.loss * self.samples as f64 + loss * n as f64) / total as f64;

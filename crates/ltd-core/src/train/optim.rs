@@ -68,6 +68,17 @@ impl PiecewiseLr {
         }
     }
 
+    /// The paper's ImageNet schedule scaled to `epochs`: 0.1, ÷10 "at the end of the 50th and
+    /// 90th epoch" of 90 (§A.2), i.e. after 5/9 of training; the second fall is the end of the
+    /// run and is kept only as the paper states it.
+    pub fn imagenet(epochs: usize) -> Self {
+        Self {
+            base: 0.1,
+            milestones: vec![(epochs * 5 / 9).max(1), epochs.max(1)],
+            factor: 0.1,
+        }
+    }
+
     /// The rate during epoch `epoch` (0-indexed).
     pub fn lr(&self, epoch: usize) -> f64 {
         let passed = self.milestones.iter().filter(|&&m| epoch >= m).count();

@@ -152,6 +152,13 @@ impl ImageLoader {
 
     /// The batches of `epoch`. Dropping the iterator early stops the workers.
     pub fn epoch(&self, epoch: u64) -> ImageBatches {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on, exactly those `epoch(epoch)` serves there
+    /// (each image's draws depend on its index alone); the earlier batches are not decoded, so a
+    /// resumed run starts at once.
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> ImageBatches {
         let job = Arc::new(EpochJob {
             list: Arc::clone(&self.list),
             order: self.epoch_order(epoch),
@@ -159,8 +166,12 @@ impl ImageLoader {
             epoch,
         });
         let batches = self.batches_per_epoch();
+        let first = first.min(batches);
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                next_to_start: first,
+                ..State::default()
+            }),
             slot_free: Condvar::new(),
             batch_done: Condvar::new(),
         });
@@ -180,7 +191,7 @@ impl ImageLoader {
             shared,
             workers,
             batches,
-            next: 0,
+            next: first,
             finished: false,
             skipped: Vec::new(),
         }
@@ -345,6 +356,14 @@ impl ImageBatches {
     /// Images left out so far (in the order of the batches handed out), with the reason.
     pub fn skipped(&self) -> &[SkippedImage] {
         &self.skipped
+    }
+
+    /// Batches of the epoch taken so far, including the first ones skipped by
+    /// [`ImageLoader::epoch_from`] and batches left out because all their images failed: after
+    /// `next()` returned a batch, it is that batch's position in the epoch plus one (where a
+    /// resumed run starts).
+    pub fn position(&self) -> usize {
+        self.next
     }
 
     /// The most batches that were started and not yet handed out at any one time; never more

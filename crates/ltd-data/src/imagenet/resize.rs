@@ -142,7 +142,11 @@ pub(crate) fn resize_window(
         "window outside the output"
     );
     let rows = Taps::new(crop.height, out_height);
-    let (first_row, last_row) = {
+    let (first_row, last_row) = if out_height == crop.height {
+        // No vertical pass: the window's rows are the input rows (the identity's taps reach
+        // a row further each way with weight 0).
+        (window.top, window.top + window.height)
+    } else {
         let (top, _) = rows.of(window.top);
         let (bottom, taps) = rows.of(window.top + window.height - 1);
         (top, bottom + taps.len())

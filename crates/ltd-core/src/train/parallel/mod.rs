@@ -33,18 +33,20 @@ use ltd_data::{Batch, Dataset};
 
 use self::replica::{Job, Replica};
 use super::fit::{Setup, Stepper};
-use super::{fit, FitConfig, FitIo, FitOutcome};
+use super::{fit_batches, FitConfig, FitIo, FitOutcome, TrainBatches};
 use crate::attacks::{AttackModel, Inner};
+use crate::eval::autoattack::Images;
 use crate::objectives::{Awp, Objective};
 use crate::{LtdError, Result};
 
 /// One data-parallel run per process at a time (Burn's collective server is process-wide).
 static ONE_RUN: Mutex<()> = Mutex::new(());
 
-/// [`fit`] with one replica of `model` on each of `devices` (the first holds `model` and is
-/// where checkpoints load): gradients all-reduced, one optimizer step on the whole batch.
-/// `config.batch_size` is the global batch, split evenly over the devices; a batch with fewer
-/// images than devices (a short last batch) is skipped. One device is exactly [`fit`].
+/// [`fit`](super::fit()) with one replica of `model` on each of `devices` (the first holds
+/// `model` and is where checkpoints load): gradients all-reduced, one optimizer step on the
+/// whole batch. `config.batch_size` is the global batch, split evenly over the devices; a batch
+/// with fewer images than devices (a short last batch) is skipped. One device is exactly
+/// [`fit`](super::fit()).
 ///
 /// ```no_run
 /// use burn::backend::{Autodiff, Flex};
@@ -77,9 +79,30 @@ where
     M: AttackModel<B>,
     O: Objective<B, M> + Sync,
 {
+    let loader = config.loader(train)?;
+    let held_out = test.take(config.eval_images.min(test.len()));
+    fit_batches_data_parallel(model, objective, &loader, &held_out, config, devices, io)
+}
+
+/// [`fit_batches`] with one replica of `model` on each of `devices`, as [`fit_data_parallel`]
+/// does for a [`Dataset`]: the batches of `train` (e.g. ImageNet's `ImageLoader`) are the
+/// global batches, split evenly over the devices.
+pub fn fit_batches_data_parallel<
+    B: AutodiffBackend,
+    M: AttackModel<B>,
+    O: Objective<B, M> + Sync,
+>(
+    model: M,
+    objective: &O,
+    train: &impl TrainBatches,
+    held_out: &(impl Images + ?Sized),
+    config: &FitConfig,
+    devices: &[B::Device],
+    io: FitIo<'_>,
+) -> Result<(M, FitOutcome)> {
     match devices {
         [] => Err(LtdError::InvalidConfig("no device to train on".into())),
-        [device] => fit(model, objective, train, test, config, device, io),
+        [device] => fit_batches(model, objective, train, held_out, config, device, io),
         _ if config.batch_size < devices.len() => Err(LtdError::InvalidConfig(format!(
             "batch size {} cannot be split over {} devices (at least one image each)",
             config.batch_size,
@@ -99,7 +122,7 @@ where
                 let result = step
                     .own
                     .register()
-                    .and_then(|()| setup.run(model, &mut step, at, test, io));
+                    .and_then(|()| setup.run(model, &mut step, at, held_out, io));
                 step.stop(result)
             })
         }
