@@ -1,15 +1,18 @@
 //! The quick start, the whole paper in miniature on the embedded synthetic CIFAR-format data:
-//! a tiny teacher trained naturally, then a TRADES student and a TRADES+LTD student (τ = 5) on
-//! the same budget, both evaluated with AutoAttack 'standard' (the reference's parameters), and
-//! one table. A few minutes on two CPU cores.
+//! a tiny teacher trained naturally, then a TRADES student and a TRADES+LTD student on the same
+//! budget, both evaluated with AutoAttack 'standard' (the reference's parameters), and one table.
+//! LTD's τ is the one the paper's temperature search (§4.3) picked for this teacher, cached in
+//! `examples/data/quickstart-search.json` (`temperature_search` recomputes it). About seven
+//! minutes on two CPU cores.
 //!
 //! ```text
 //! cargo run --release --example quickstart
 //! ```
 //!
-//! The budget is tiny (2,000 images, two student epochs, a 5-step inner attack), so the numbers
-//! show the pipeline working, not the paper's result; `cifar10_ltd` runs the real recipe and
-//! `ablation` the paper's comparisons on one teacher.
+//! The budget is small (2,000 images, six student epochs, a 5-step inner attack, AutoAttack on
+//! 100 images): the table shows the pipeline and the size of seed noise, not the paper's result
+//! (README, "Quick start"); `cifar10_ltd` runs the real recipe and `ablation` the paper's
+//! comparisons on one teacher.
 
 mod common;
 
@@ -23,6 +26,7 @@ use common::side_by_side::{table, BudgetArgs, SideBySide, Student};
 use ltd::backend;
 use ltd::core::eval::outputs::{OutputKind, OutputPlan};
 use ltd::core::objectives::BnOrder;
+use ltd::core::train::SearchReport;
 
 #[derive(Parser)]
 #[command(about = "Teacher, TRADES and TRADES+LTD students, AutoAttack: the paper in miniature")]
@@ -34,9 +38,13 @@ struct Args {
     /// Continue an interrupted run in --out.
     #[arg(long)]
     resume: bool,
-    /// LTD temperature.
-    #[arg(long, default_value_t = 5.0)]
-    tau: f64,
+    /// LTD temperature (default: τ_best of the temperature search, see --search).
+    #[arg(long)]
+    tau: Option<f64>,
+    /// A `search.json` of `temperature_search` whose τ_best to use (default: the search of the
+    /// quick start's own teacher, cached in `examples/data/quickstart-search.json`).
+    #[arg(long, conflicts_with = "tau")]
+    search: Option<PathBuf>,
     #[command(flatten)]
     budget: BudgetArgs,
 }
@@ -68,6 +76,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         backend::NAME,
         args.out.display()
     );
+    let tau = temperature(&args)?;
     let run = SideBySide {
         out: args.out.clone(),
         resume: args.resume,
@@ -86,8 +95,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         Student {
             dir: STUDENTS[1].into(),
-            name: format!("TRADES+LTD (τ = {})", args.tau),
-            tau: Some(args.tau),
+            name: format!("TRADES+LTD (τ = {tau})"),
+            tau: Some(tau),
             bn_order: BnOrder::NatAdv,
         },
     ];
@@ -102,6 +111,37 @@ fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// The search the quick start's τ comes from: `temperature_search` on the quick start's own
+/// teacher (seed 0); the command that made it is in `docs/reproducing-the-paper.md`.
+const CACHED_SEARCH: &str = include_str!("data/quickstart-search.json");
+
+/// `--tau`, or τ_best of `--search` (or of the cached search), said aloud.
+fn temperature(args: &Args) -> anyhow::Result<f64> {
+    if let Some(tau) = args.tau {
+        if !(tau > 0.0 && tau.is_finite()) {
+            bail!("--tau must be positive, got {tau}");
+        }
+        return Ok(tau);
+    }
+    let (text, source) = match &args.search {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (
+            CACHED_SEARCH.to_string(),
+            "examples/data/quickstart-search.json".into(),
+        ),
+    };
+    let search: SearchReport = serde_json::from_str(&text)
+        .with_context(|| format!("{source} is not a temperature_search report"))?;
+    let Some(tau) = search.tau_best else {
+        bail!("the temperature search in {source} found no feasible τ; pass --tau");
+    };
+    println!("τ = {tau}: τ_best of the temperature search in {source} (--tau to choose another)");
+    Ok(tau)
 }
 
 /// Refuses bad settings, and an --out holding anything the quick start did not write (it is

@@ -30,7 +30,7 @@ pub struct BudgetArgs {
     #[arg(long, default_value_t = 15)]
     pub teacher_epochs: usize,
     /// Epochs of each student.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 6)]
     pub student_epochs: usize,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
