@@ -252,22 +252,35 @@ impl Stage<'_> {
         }
         weights::save(&model, self.model_path())?;
         weights::export_safetensors(&model, self.dir.join("model.safetensors"))?;
-        training_curves(&self.dir.join("log.jsonl"), self.name)?
-            .save(&self.dir.join("curves.svg"))?;
+        let log = self.dir.join("log.jsonl");
+        let logs = read_log(&log)?;
+        training_curves(&logs, self.name).save(&self.dir.join("curves.svg"))?;
+        let skipped: usize = logs.iter().map(|l| l.train.skipped).sum();
+        if skipped > 0 {
+            say(format!(
+                "{}: {skipped} unreadable training images skipped over {} epochs (listed per epoch in {})",
+                self.name,
+                logs.len(),
+                log.display()
+            ));
+        }
         Ok(model)
     }
 }
 
-/// Loss and accuracies per epoch from a training log (`log.jsonl`, one [`EpochLog`] a line).
-pub fn training_curves(log: &Path, name: &str) -> anyhow::Result<plot::Chart> {
+/// The epochs of a training log (`log.jsonl`, one [`EpochLog`] a line).
+pub fn read_log(log: &Path) -> anyhow::Result<Vec<EpochLog>> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let logs: Vec<EpochLog> = text
-        .lines()
+    text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", log.display()))?;
+        .with_context(|| format!("reading {}", log.display()))
+}
+
+/// Loss and accuracies per epoch of a training log.
+pub fn training_curves(logs: &[EpochLog], name: &str) -> plot::Chart {
     let series = |name: &str, value: &dyn Fn(&EpochLog) -> Option<f64>| plot::Series {
         name: name.into(),
         points: logs
@@ -281,14 +294,14 @@ pub fn training_curves(log: &Path, name: &str) -> anyhow::Result<plot::Chart> {
         series("held-out natural", &|l| l.natural_accuracy),
         series("held-out PGD-20", &|l| l.pgd20_accuracy),
     ];
-    Ok(plot::Chart {
+    plot::Chart {
         title: format!("{name}: training"),
         x_label: "epoch".into(),
         y_label: "loss / accuracy".into(),
         log_x: false,
         y_range: None,
         series: all.into_iter().filter(|s| !s.points.is_empty()).collect(),
-    })
+    }
 }
 
 /// One readable line per epoch.

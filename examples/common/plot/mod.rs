@@ -106,14 +106,17 @@ enum Shape {
     },
     /// The outline of the plotting area.
     Frame,
-    /// Text whose baseline passes through `at`; `upright` turns it a quarter left (the y label).
-    Text {
-        at: (f64, f64),
-        text: String,
-        anchor: Anchor,
-        title: bool,
-        upright: bool,
-    },
+    /// A label.
+    Text(Label),
+}
+
+/// Text whose baseline passes through `at`; `upright` turns it a quarter left (the y label).
+struct Label {
+    at: (f64, f64),
+    text: String,
+    anchor: Anchor,
+    title: bool,
+    upright: bool,
 }
 
 /// Where data coordinates land on the canvas.
@@ -206,8 +209,8 @@ impl Chart {
             &self.title,
             Anchor::Middle,
         )];
-        if let Shape::Text { title, .. } = &mut shapes[0] {
-            *title = true;
+        if let Shape::Text(label) = &mut shapes[0] {
+            label.title = true;
         }
         self.axes(&frame, &mut shapes);
         self.lines(&frame, &mut shapes);
@@ -236,8 +239,8 @@ impl Chart {
         let x_label = (LEFT + PLOT_W / 2.0, HEIGHT - 14.0);
         shapes.push(text(x_label, &self.x_label, Anchor::Middle));
         let mut y_label = text((18.0, TOP + PLOT_H / 2.0), &self.y_label, Anchor::Middle);
-        if let Shape::Text { upright, .. } = &mut y_label {
-            *upright = true;
+        if let Shape::Text(label) = &mut y_label {
+            label.upright = true;
         }
         shapes.push(y_label);
     }
@@ -293,11 +296,11 @@ impl Chart {
 
 /// Plain text (not a title, not turned).
 fn text(at: (f64, f64), text: &str, anchor: Anchor) -> Shape {
-    Shape::Text {
+    Shape::Text(Label {
         at,
         text: text.to_string(),
         anchor,
         title: false,
         upright: false,
-    }
+    })
 }

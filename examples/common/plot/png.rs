@@ -60,15 +60,13 @@ fn draw(shape: &Shape, canvas: &mut Canvas) {
                 canvas.segment(corners[k], corners[(k + 1) % 4], 1.0, BLACK);
             }
         }
-        Shape::Text {
-            at,
-            text,
-            anchor,
-            title,
-            upright,
-        } => {
-            let font: &MonoFont = if *title { &FONT_9X18_BOLD } else { &FONT_9X18 };
-            let alignment = match anchor {
+        Shape::Text(label) => {
+            let font: &MonoFont = if label.title {
+                &FONT_9X18_BOLD
+            } else {
+                &FONT_9X18
+            };
+            let alignment = match label.anchor {
                 Anchor::Start => Alignment::Left,
                 Anchor::Middle => Alignment::Center,
                 Anchor::End => Alignment::Right,
@@ -78,14 +76,15 @@ fn draw(shape: &Shape, canvas: &mut Canvas) {
                 .baseline(Baseline::Alphabetic)
                 .build();
             let style = MonoTextStyle::new(font, Rgb888::BLACK);
-            let origin = ((at.0 * SCALE).round() as i32, (at.1 * SCALE).round() as i32);
+            let (x, y) = label.at;
+            let origin = ((x * SCALE).round() as i32, (y * SCALE).round() as i32);
             let mut glyphs = Glyphs {
                 canvas,
                 origin,
-                upright: *upright,
+                upright: label.upright,
             };
             // Drawing on a Canvas cannot fail.
-            let _ = Text::with_text_style(&printable(text), Point::zero(), style, layout)
+            let _ = Text::with_text_style(&printable(&label.text), Point::zero(), style, layout)
                 .draw(&mut glyphs);
         }
     }
@@ -157,27 +156,6 @@ impl Canvas {
                 }
             }
         }
-    }
-}
-
-impl OriginDimensions for Canvas {
-    fn size(&self) -> Size {
-        Size::new(self.width, self.height)
-    }
-}
-
-impl DrawTarget for Canvas {
-    type Color = Rgb888;
-    type Error = Infallible;
-
-    fn draw_iter<I: IntoIterator<Item = Pixel<Rgb888>>>(
-        &mut self,
-        pixels: I,
-    ) -> Result<(), Infallible> {
-        for Pixel(p, c) in pixels {
-            self.blend(p.x, p.y, [c.r(), c.g(), c.b()], 1.0);
-        }
-        Ok(())
     }
 }
 

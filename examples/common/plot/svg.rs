@@ -64,28 +64,23 @@ fn element(shape: &Shape, out: &mut String) {
             out,
             "<rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{PLOT_W}\" height=\"{PLOT_H}\" fill=\"none\" stroke=\"black\"/>"
         ),
-        Shape::Text {
-            at,
-            text,
-            anchor,
-            title,
-            upright,
-        } => {
-            let anchor = match anchor {
+        Shape::Text(label) => {
+            let anchor = match label.anchor {
                 Anchor::Start => "start",
                 Anchor::Middle => "middle",
                 Anchor::End => "end",
             };
-            let size = if *title { " font-size=\"15\"" } else { "" };
-            let place = if *upright {
-                format!("transform=\"translate({:.1} {:.1}) rotate(-90)\"", at.0, at.1)
+            let size = if label.title { " font-size=\"15\"" } else { "" };
+            let (x, y) = label.at;
+            let place = if label.upright {
+                format!("transform=\"translate({x:.1} {y:.1}) rotate(-90)\"")
             } else {
-                format!("x=\"{:.1}\" y=\"{:.1}\"", at.0, at.1)
+                format!("x=\"{x:.1}\" y=\"{y:.1}\"")
             };
             writeln!(
                 out,
                 "<text {place} text-anchor=\"{anchor}\"{size}>{}</text>",
-                escape(text)
+                escape(&label.text)
             )
         }
     };
