@@ -161,9 +161,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         Err(LtdError::Stopped) => common::exit_stopped(&resume_hint(&args)),
         other => other?,
     };
-    let path = args.out.join("search.json");
+    write_report(&report, &args.out)
+}
+
+/// `search.json` (and its Markdown) and the chart in `out`, and the table on the console.
+fn write_report(report: &SearchReport, out: &std::path::Path) -> anyhow::Result<()> {
+    let path = out.join("search.json");
     report.save(&path)?;
-    chart(&report).save(&path.with_extension("svg"))?;
+    chart(report).save(&path.with_extension("svg"))?;
     println!(
         "\n{}\nwritten to {} (and .md, .svg, .png)",
         report.markdown(),
