@@ -118,13 +118,11 @@ fn image_fit(
 
 /// The log's lines without their wall times.
 fn log(dir: &Path) -> Vec<EpochLog> {
-    let text = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
-    let parse = |line: &str| {
-        let mut log: EpochLog = serde_json::from_str(line).unwrap();
+    let mut logs = recipe_common::read_log(&dir.join("log.jsonl")).unwrap();
+    for log in &mut logs {
         log.train.seconds = 0.0;
-        log
-    };
-    text.lines().map(parse).collect()
+    }
+    logs
 }
 
 #[test]

@@ -204,14 +204,11 @@ impl Chart {
     /// The chart laid out: title, axes, then the lines with their legend.
     fn shapes(&self) -> Vec<Shape> {
         let frame = self.frame();
-        let mut shapes = vec![text(
-            (LEFT + PLOT_W / 2.0, 22.0),
-            &self.title,
-            Anchor::Middle,
-        )];
-        if let Shape::Text(label) = &mut shapes[0] {
-            label.title = true;
-        }
+        let title = caption((LEFT + PLOT_W / 2.0, 22.0), &self.title, Anchor::Middle);
+        let mut shapes = vec![Shape::Text(Label {
+            title: true,
+            ..title
+        })];
         self.axes(&frame, &mut shapes);
         self.lines(&frame, &mut shapes);
         shapes
@@ -238,11 +235,11 @@ impl Chart {
         shapes.push(Shape::Frame);
         let x_label = (LEFT + PLOT_W / 2.0, HEIGHT - 14.0);
         shapes.push(text(x_label, &self.x_label, Anchor::Middle));
-        let mut y_label = text((18.0, TOP + PLOT_H / 2.0), &self.y_label, Anchor::Middle);
-        if let Shape::Text(label) = &mut y_label {
-            label.upright = true;
-        }
-        shapes.push(y_label);
+        let y_label = caption((18.0, TOP + PLOT_H / 2.0), &self.y_label, Anchor::Middle);
+        shapes.push(Shape::Text(Label {
+            upright: true,
+            ..y_label
+        }));
     }
 
     /// Each series as a line with markers, and its legend entry.
@@ -295,12 +292,17 @@ impl Chart {
 }
 
 /// Plain text (not a title, not turned).
-fn text(at: (f64, f64), text: &str, anchor: Anchor) -> Shape {
-    Shape::Text(Label {
+fn caption(at: (f64, f64), text: &str, anchor: Anchor) -> Label {
+    Label {
         at,
         text: text.to_string(),
         anchor,
         title: false,
         upright: false,
-    })
+    }
+}
+
+/// Plain text as a shape.
+fn text(at: (f64, f64), text: &str, anchor: Anchor) -> Shape {
+    Shape::Text(caption(at, text, anchor))
 }
