@@ -5,7 +5,7 @@
 //!
 //! `cargo bench --bench conv`
 
-use burn::module::Param;
+use burn::module::{AutodiffModule, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
 use burn::tensor::module::conv2d as burn_conv2d;
@@ -49,5 +49,36 @@ fn weight_grad(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, weight_grad);
+/// Forward plus the input gradient alone (what an attack step pays per layer), of the same
+/// layers: `ltd/` through `conv2d`, `forward/` the forward alone on the inner backend.
+fn input_grad(c: &mut Criterion) {
+    let device = Default::default();
+    let mut group = c.benchmark_group("conv_input_grad_batch64");
+    group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
+    for [cin, cout, side] in LAYERS {
+        let conv: Conv2d<Train> = Conv2dConfig::new([cin, cout], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&device);
+        let conv = conv.no_grad();
+        let x = Tensor::<Train, 4>::random([64, cin, side, side], Distribution::Default, &device);
+        let name = format!("{cin}to{cout}_{side}x{side}");
+        group.bench_function(format!("ltd/{name}"), |b| {
+            b.iter(|| {
+                let x = x.clone().require_grad();
+                let grads = conv2d(&conv, x.clone()).sum().backward();
+                x.grad(&grads)
+            })
+        });
+        let inner = conv.valid();
+        let x = x.clone().inner();
+        group.bench_function(format!("forward/{name}"), |b| {
+            b.iter(|| conv2d(&inner, x.clone()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, weight_grad, input_grad);
 criterion_main!(benches);

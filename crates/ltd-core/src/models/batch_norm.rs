@@ -7,8 +7,10 @@
 //! burn-store's PyTorch adapter maps `weight`/`bias` onto it unchanged.
 
 use burn::module::{Module, Param, RunningState};
+use burn::tensor::activation::relu;
 use burn::tensor::{backend::Backend, Tensor};
 
+use super::affine_relu::{affine, affine_relu, per_row};
 use super::Mode;
 
 /// Batch normalisation over the channel dimension of NCHW tensors.
@@ -42,46 +44,52 @@ impl<B: Backend> BatchNorm<B> {
     }
 
     /// Normalises `x` (`[N, C, ...]`) as `mode` says.
-    ///
-    /// Works on `x` viewed as `[N·C, spatial]` against per-row `[N·C, 1]` factors: CPU backends
-    /// (Flex) broadcast along a trailing axis an order of magnitude faster than along the
-    /// channel axis of an NCHW tensor, and BatchNorm runs after every convolution.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, mode: Mode) -> Tensor<B, D> {
+        if !mode.uses_batch_stats() {
+            let (scale, shift) = self.inference_affine(&x.device());
+            return affine(x, scale, shift);
+        }
         let dims = x.dims();
         let (n, channels) = (dims[0], dims[1]);
         let spatial: usize = dims[2..].iter().product();
         let rows = x.reshape([n * channels, spatial]);
-        // Per-channel [C] → per-row [N·C, 1].
-        let per_row = |t: Tensor<B, 1>| {
-            t.reshape([1, channels])
-                .repeat_dim(0, n)
-                .reshape([n * channels, 1])
-        };
         // Per-row [N·C, 1] statistics → per-channel [C] means over the batch.
         let per_channel =
             |t: Tensor<B, 2>| t.reshape([n, channels]).mean_dim(0).reshape([channels]);
+        let mean = per_channel(rows.clone().mean_dim(1));
+        let centered = rows.sub(per_row(mean.clone(), n));
+        let var = per_channel(centered.clone().square().mean_dim(1));
+        if mode == Mode::Train {
+            self.update_running(mean, var.clone(), n * spatial);
+        }
+        affine(centered.reshape(dims), self.scale(var), self.beta.val())
+    }
 
-        let (rows, var) = if mode.uses_batch_stats() {
-            let mean = per_channel(rows.clone().mean_dim(1));
-            let centered = rows.sub(per_row(mean.clone()));
-            let var = per_channel(centered.clone().square().mean_dim(1));
-            if mode == Mode::Train {
-                self.update_running(mean, var.clone(), n * spatial);
-            }
-            (centered, var)
-        } else {
-            let device = rows.device();
-            let mean = self.running_mean.value_sync().to_device(&device);
-            let var = self.running_var.value_sync().to_device(&device);
-            (rows.sub(per_row(mean)), var)
-        };
-        let scale = self
-            .gamma
+    /// `relu(self.forward(x, mode))`; on running statistics one fused pass each way where the
+    /// backend has one (see `affine_relu`).
+    pub fn forward_relu(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
+        if mode.uses_batch_stats() {
+            return relu(self.forward(x, mode));
+        }
+        let (scale, shift) = self.inference_affine(&x.device());
+        affine_relu(x, scale, shift)
+    }
+
+    /// `γ / √(var + ε)`.
+    fn scale(&self, var: Tensor<B, 1>) -> Tensor<B, 1> {
+        self.gamma
             .val()
-            .mul(var.add_scalar(self.epsilon).sqrt().recip());
-        rows.mul(per_row(scale))
-            .add(per_row(self.beta.val()))
-            .reshape(dims)
+            .mul(var.add_scalar(self.epsilon).sqrt().recip())
+    }
+
+    /// Inference-mode BatchNorm as one per-channel affine map `x · scale + shift`, with
+    /// `shift = β − mean · scale` (one pass over the activations instead of two).
+    fn inference_affine(&self, device: &B::Device) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let mean = self.running_mean.value_sync().to_device(device);
+        let var = self.running_var.value_sync().to_device(device);
+        let scale = self.scale(var);
+        let shift = self.beta.val().sub(mean.mul(scale.clone()));
+        (scale, shift)
     }
 
     /// PyTorch's update: the running variance takes the unbiased batch variance.

@@ -197,13 +197,13 @@ impl<B: Backend> Block<B> {
         };
         match self.kind {
             CifarBlock::Basic => {
-                let y = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
+                let y = self.bn1.forward_relu(conv2d(&self.conv1, x), mode);
                 let y = self.bn2.forward(conv2d(&self.conv2, y), mode);
                 relu(y.add(shortcut))
             }
             CifarBlock::PreAct => {
-                let y = conv2d(&self.conv1, relu(self.bn1.forward(x, mode)));
-                let y = conv2d(&self.conv2, relu(self.bn2.forward(y, mode)));
+                let y = conv2d(&self.conv1, self.bn1.forward_relu(x, mode));
+                let y = conv2d(&self.conv2, self.bn2.forward_relu(y, mode));
                 y.add(shortcut)
             }
         }
@@ -223,7 +223,7 @@ impl<B: Backend> Classifier<B> for CifarResNet<B> {
         let x = normalize(self.normalization.as_ref(), x);
         let x = conv2d(&self.conv1, x);
         let x = match &self.bn1 {
-            Some(bn) => relu(bn.forward(x, mode)),
+            Some(bn) => bn.forward_relu(x, mode),
             None => x,
         };
         let x = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]

@@ -128,9 +128,9 @@ impl<B: Backend> Block<B> {
             Some(conv) => conv2d(conv, x.clone()),
             None => x.clone(),
         };
-        let y = activation.apply(self.batchnorm_0.forward(x, mode));
+        let y = activation.after(&self.batchnorm_0, x, mode);
         let y = conv2d(&self.conv_2d_1, y);
-        let y = activation.apply(self.batchnorm_1.forward(y, mode));
+        let y = activation.after(&self.batchnorm_1, y, mode);
         conv2d(&self.conv_2d_2, y).add(shortcut)
     }
 }
@@ -143,7 +143,7 @@ impl<B: Backend> Classifier<B> for DmPreActResNet<B> {
             .into_iter()
             .flatten()
             .fold(x, |x, block| block.forward(x, mode, self.activation));
-        let x = self.activation.apply(self.batchnorm.forward(x, mode));
+        let x = self.activation.after(&self.batchnorm, x, mode);
         pool_and_classify(x, &self.logits)
     }
 

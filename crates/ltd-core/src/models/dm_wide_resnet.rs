@@ -19,7 +19,7 @@ use burn::nn::conv::Conv2d;
 
 use super::conv::conv2d;
 use burn::nn::Linear;
-use burn::tensor::activation::{relu, silu};
+use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
@@ -39,10 +39,17 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub(crate) fn apply<B: Backend>(self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// The activation of `norm`'s output (ReLU fused with inference-mode BatchNorm where the
+    /// backend can).
+    pub(crate) fn after<B: Backend>(
+        self,
+        norm: &BatchNorm<B>,
+        x: Tensor<B, 4>,
+        mode: Mode,
+    ) -> Tensor<B, 4> {
         match self {
-            Activation::Relu => relu(x),
-            Activation::Swish => silu(x),
+            Activation::Relu => norm.forward_relu(x, mode),
+            Activation::Swish => silu(norm.forward(x, mode)),
         }
     }
 }
@@ -203,13 +210,13 @@ impl<B: Backend> Block<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode, activation: Activation) -> Tensor<B, 4> {
-        let activated = activation.apply(self.batchnorm_0.forward(x.clone(), mode));
+        let activated = activation.after(&self.batchnorm_0, x.clone(), mode);
         let shortcut = match &self.shortcut {
             Some(conv) => conv2d(conv, activated.clone()),
             None => x,
         };
         let y = conv2d(&self.conv_0, activated);
-        let y = activation.apply(self.batchnorm_1.forward(y, mode));
+        let y = activation.after(&self.batchnorm_1, y, mode);
         shortcut.add(conv2d(&self.conv_1, y))
     }
 }
@@ -223,7 +230,7 @@ impl<B: Backend> Classifier<B> for DmWideResNet<B> {
             .iter()
             .flat_map(|group| &group.block)
             .fold(x, |x, block| block.forward(x, mode, self.activation));
-        let x = self.activation.apply(self.batchnorm.forward(x, mode));
+        let x = self.activation.after(&self.batchnorm, x, mode);
         let x = avg_pool2d(x, [8, 8], [8, 8], [0, 0], true, false);
         self.logits.forward(x.flatten::<2>(1, 3))
     }

@@ -2,6 +2,7 @@
 //! pre-activation and DeepMind's pre-activation, as RobustBench defines them), torchvision ResNets (ImageNet), and the
 //! BatchNorm with an explicit mode they share.
 
+mod affine_relu;
 mod arch;
 mod batch_norm;
 mod cifar_resnet;

@@ -184,7 +184,7 @@ impl<B: Backend> Block<B> {
             Some(d) => d.bn.forward(conv2d(&d.conv, x.clone()), mode),
             None => x.clone(),
         };
-        let y = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
+        let y = self.bn1.forward_relu(conv2d(&self.conv1, x), mode);
         let y = self.bn2.forward(conv2d(&self.conv2, y), mode);
         let y = match (&self.conv3, &self.bn3) {
             (Some(conv3), Some(bn3)) => bn3.forward(conv2d(conv3, relu(y)), mode),
@@ -197,7 +197,7 @@ impl<B: Backend> Block<B> {
 impl<B: Backend> Classifier<B> for ResNet<B> {
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 2> {
         let x = normalize(self.normalization.as_ref(), x);
-        let x = relu(self.bn1.forward(conv2d(&self.conv1, x), mode));
+        let x = self.bn1.forward_relu(conv2d(&self.conv1, x), mode);
         let x = max_pool2d(x, [3, 3], [2, 2], [1, 1], [1, 1], false);
         let x = [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
             .into_iter()

@@ -6,7 +6,6 @@ use burn::nn::conv::Conv2d;
 
 use super::conv::conv2d;
 use burn::nn::Linear;
-use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
@@ -132,13 +131,13 @@ impl<B: Backend> BasicBlock<B> {
     }
 
     fn forward(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        let activated = relu(self.bn1.forward(x.clone(), mode));
+        let activated = self.bn1.forward_relu(x.clone(), mode);
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv2d(conv, activated.clone()),
             None => x,
         };
         let y = conv2d(&self.conv1, activated);
-        let y = conv2d(&self.conv2, relu(self.bn2.forward(y, mode)));
+        let y = conv2d(&self.conv2, self.bn2.forward_relu(y, mode));
         shortcut.add(y)
     }
 }
@@ -150,7 +149,7 @@ impl<B: Backend> Classifier<B> for WideResNet<B> {
         let x = self.block1.forward(x, mode);
         let x = self.block2.forward(x, mode);
         let x = self.block3.forward(x, mode);
-        let x = relu(self.bn1.forward(x, mode));
+        let x = self.bn1.forward_relu(x, mode);
         let x = avg_pool2d(x, [8, 8], [8, 8], [0, 0], true, false);
         let x = x.flatten::<2>(1, 3);
         self.fc.forward(x)

@@ -51,12 +51,14 @@ pub(super) fn cases() -> impl Iterator<Item = ConvShape> {
         })
 }
 
-/// Shapes that stress the forward's edges: a rectangular kernel with unequal strides, a kernel
+/// Shapes that stress the forward's edges: a rectangular kernel with unequal strides or with
+/// stride 1 (the input gradient as a convolution, with uneven padding), a kernel
 /// wider than the padded border reaches, padding wider than the image, stride 2 with a 7×7
 /// kernel.
 fn odd_cases() -> impl Iterator<Item = ConvShape> {
     [
         ([2, 3], [1, 2], [1, 0]),
+        ([2, 3], [1, 1], [1, 2]),
         ([3, 3], [1, 1], [3, 3]),
         ([7, 7], [2, 2], [3, 3]),
     ]

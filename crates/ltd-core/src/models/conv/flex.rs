@@ -29,11 +29,11 @@ use super::kernels::{self, ConvShape};
 
 /// The training backend the fast path serves; its checkpoint strategy is the one `prepare` uses
 /// below, so the two cannot disagree.
-type Strategy = NoCheckpointing;
-type Fast = Autodiff<Flex, Strategy>;
+pub(in crate::models) type Strategy = NoCheckpointing;
+pub(in crate::models) type Fast = Autodiff<Flex, Strategy>;
 
 /// `value` as `U`, for a `T` already known (by `TypeId`) to be `U`.
-fn same<T: 'static, U: 'static>(value: T) -> U {
+pub(in crate::models) fn same<T: 'static, U: 'static>(value: T) -> U {
     let boxed: Box<dyn Any> = Box::new(value);
     match boxed.downcast::<U>() {
         Ok(u) => *u,

@@ -8,7 +8,9 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{matmul, ConvShape, Layout};
+use std::mem::MaybeUninit;
+
+use super::kernels::{matmul_uninit, uninit_vec, ConvShape, Layout};
 use super::patches::{band_rows, im2col};
 
 /// Most `f32`s in one band's patch matrix (1 MiB), so that the GEMM finds it in cache.
@@ -23,30 +25,33 @@ pub(crate) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
     if x.len() != shape.batch * image_in || weight.len() != shape.channels_out * shape.patch() {
         return None;
     }
-    let mut y = vec![0.0; shape.batch * image_out];
-    if y.is_empty() {
-        return Some(y);
+    if shape.batch * image_out == 0 || shape.patch() == 0 {
+        return Some(vec![0.0; shape.batch * image_out]);
     }
     let band = band_rows(shape, BAND_BUDGET);
     // With fewer images than threads, each GEMM gets the threads the images leave idle.
     let parallel = shape.batch < rayon::current_num_threads();
-    y.par_chunks_mut(image_out)
-        .zip(x.par_chunks(image_in))
-        .for_each_init(Vec::new, |cols, (out, image)| {
-            for first in (0..oh).step_by(band) {
-                let rows = band.min(oh - first);
-                cols.resize(shape.patch() * rows * ow, 0.0);
-                im2col(shape, image, first..first + rows, cols);
-                let columns = rows * ow;
-                let dst = Layout::strided(shape.channels_out, columns, oh * ow, 1);
-                matmul(
-                    (&mut out[first * ow..], dst),
-                    false,
-                    (weight, Layout::row_major(shape.channels_out, shape.patch())),
-                    (cols, Layout::row_major(shape.patch(), columns)),
-                    parallel,
-                );
-            }
-        });
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(image_out)
+            .zip(x.par_chunks(image_in))
+            .for_each_init(Vec::new, |cols, (out, image)| {
+                for first in (0..oh).step_by(band) {
+                    let rows = band.min(oh - first);
+                    cols.resize(shape.patch() * rows * ow, 0.0);
+                    im2col(shape, image, first..first + rows, cols);
+                    let columns = rows * ow;
+                    let dst = Layout::strided(shape.channels_out, columns, oh * ow, 1);
+                    matmul_uninit(
+                        (&mut out[first * ow..], dst),
+                        (weight, Layout::row_major(shape.channels_out, shape.patch())),
+                        (cols, Layout::row_major(shape.patch(), columns)),
+                        parallel,
+                    );
+                }
+            })
+    };
+    // SAFETY: the bands cover every output row of every image, and each GEMM writes all
+    // `C_out × columns` values of its band (the patch length is not zero).
+    let y = unsafe { uninit_vec(shape.batch * image_out, fill) };
     Some(y)
 }

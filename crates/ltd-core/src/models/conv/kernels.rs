@@ -11,6 +11,8 @@
 //! instead runs a convolution whose kernel is the whole output map, several times slower on
 //! Flex.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 /// Most `f32`s in one group's patch matrix (2 MiB), so that it is still in cache when the GEMM
@@ -242,6 +244,50 @@ impl Layout {
 pub(crate) fn matmul(
     (dst, d): (&mut [f32], Layout),
     accumulate: bool,
+    lhs: (&[f32], Layout),
+    rhs: (&[f32], Layout),
+    parallel: bool,
+) {
+    // SAFETY: `dst` is initialised, so gemm may read it when accumulating.
+    unsafe {
+        gemm_raw(
+            (dst.as_mut_ptr(), dst.len(), d),
+            accumulate,
+            lhs,
+            rhs,
+            parallel,
+        )
+    }
+}
+
+/// `dst ← lhs · rhs` into memory not yet initialised: afterwards every element of `dst` the
+/// layout covers is (gemm does not read the destination when not accumulating).
+pub(crate) fn matmul_uninit(
+    (dst, d): (&mut [MaybeUninit<f32>], Layout),
+    lhs: (&[f32], Layout),
+    rhs: (&[f32], Layout),
+    parallel: bool,
+) {
+    // SAFETY: without accumulation gemm only writes `dst`.
+    unsafe {
+        gemm_raw(
+            (dst.as_mut_ptr().cast(), dst.len(), d),
+            false,
+            lhs,
+            rhs,
+            parallel,
+        )
+    }
+}
+
+/// The gemm call behind [`matmul`] and [`matmul_uninit`].
+///
+/// # Safety
+/// `dst` points at `len` writable values, initialised when `accumulate`, aliasing neither
+/// operand.
+unsafe fn gemm_raw(
+    (dst, len, d): (*mut f32, usize, Layout),
+    accumulate: bool,
     (lhs, l): (&[f32], Layout),
     (rhs, r): (&[f32], Layout),
     parallel: bool,
@@ -251,7 +297,7 @@ pub(crate) fn matmul(
         "matmul: shapes {d:?} = {l:?} · {r:?} do not chain"
     );
     assert!(
-        d.fits(dst.len()) && l.fits(lhs.len()) && r.fits(rhs.len()),
+        d.fits(len) && l.fits(lhs.len()) && r.fits(rhs.len()),
         "matmul: a buffer is shorter than its layout"
     );
     let parallelism = if parallel {
@@ -260,15 +306,15 @@ pub(crate) fn matmul(
         gemm::Parallelism::None
     };
     let stride = |v: usize| v as isize;
-    // SAFETY: every element gemm reads or writes lies inside its slice (asserted above: the
-    // largest index of each layout is below the slice's length), `dst` is borrowed mutably, so
-    // it aliases neither operand, and the shapes chain.
+    // SAFETY: every element gemm reads or writes lies inside its buffer (asserted above: the
+    // largest index of each layout is below the buffer's length), `dst` aliases neither
+    // operand and is initialised when read (the caller's contract), and the shapes chain.
     unsafe {
         gemm::gemm(
             d.rows,
             d.cols,
             l.cols,
-            dst.as_mut_ptr(),
+            dst,
             stride(d.col_stride),
             stride(d.row_stride),
             accumulate,
@@ -286,6 +332,23 @@ pub(crate) fn matmul(
             parallelism,
         );
     }
+}
+
+/// `len` values written by `init`, without zero-filling the buffer first: for outputs whose
+/// producer overwrites every value anyway, the fill was a whole extra pass over memory (6 % of
+/// a PGD step, measured).
+///
+/// # Safety
+/// `init` must initialise every element of the slice it is given.
+pub(crate) unsafe fn uninit_vec(
+    len: usize,
+    init: impl FnOnce(&mut [MaybeUninit<f32>]),
+) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    init(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: `init` initialised the first `len` values (the caller's contract).
+    unsafe { values.set_len(len) };
+    values
 }
 
 /// Walks the patch rows of `count` NHWC images in order — one row per output pixel, in it one

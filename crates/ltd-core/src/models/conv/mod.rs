@@ -12,7 +12,7 @@
 #[cfg(all(test, feature = "flex"))]
 mod definition;
 #[cfg(feature = "flex")]
-mod flex;
+pub(super) mod flex;
 #[cfg(feature = "flex")]
 mod forward;
 #[cfg(feature = "flex")]
@@ -21,6 +21,9 @@ mod input_grad;
 mod kernels;
 #[cfg(feature = "flex")]
 mod patches;
+
+#[cfg(feature = "flex")]
+pub(super) use kernels::uninit_vec;
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::{backend::Backend, Tensor};

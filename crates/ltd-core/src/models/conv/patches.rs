@@ -49,6 +49,15 @@ fn segments(
 /// Fills `cols` with the patch matrix of output rows `rows` of `image`.
 pub(super) fn im2col(shape: &ConvShape, image: &[f32], rows: Range<usize>, cols: &mut [f32]) {
     let [_, ow] = shape.output().unwrap_or([0, 0]);
+    if shape.stride == [1, 1] && ow == shape.width {
+        return im2col_same(shape, image, rows, cols);
+    }
+    im2col_segments(shape, image, rows, cols);
+}
+
+/// [`im2col`] for any layer, one output row of each tap at a time.
+fn im2col_segments(shape: &ConvShape, image: &[f32], rows: Range<usize>, cols: &mut [f32]) {
+    let [_, ow] = shape.output().unwrap_or([0, 0]);
     let (sx, span) = (shape.stride[1], rows.len() * ow);
     segments(shape, rows, |row, band_row, input, valid| {
         let start = row * span + band_row * ow;
@@ -87,4 +96,89 @@ pub(super) fn col2im(shape: &ConvShape, cols: &[f32], rows: Range<usize>, image:
             to.zip(from).for_each(|(t, f)| *t += f);
         }
     });
+}
+
+/// [`im2col`] for a stride-1 layer whose output is as wide as its input: a tap's rows over the
+/// band are then one contiguous run of the image shifted by the tap's column offset, so each
+/// is one copy plus zeroing the column the shift wraps into padding (a copy per output row
+/// cost more in calls than in bytes on 8- and 16-pixel rows).
+fn im2col_same(shape: &ConvShape, image: &[f32], rows: Range<usize>, cols: &mut [f32]) {
+    let (h, w) = (shape.height, shape.width);
+    let [kh, kw] = shape.kernel;
+    let [py, px] = shape.padding;
+    let span = rows.len() * w;
+    let taps = (0..shape.channels_in)
+        .flat_map(|c| (0..kh).flat_map(move |y| (0..kw).map(move |x| (c, y, x))));
+    for ((c, ky, kx), out) in taps.zip(cols.chunks_exact_mut(span)) {
+        // Band rows whose input row `oy + ky − py` lies inside the image.
+        let first = (py.saturating_sub(ky)).max(rows.start) - rows.start;
+        let last = (h + py).saturating_sub(ky).clamp(rows.start, rows.end) - rows.start;
+        let (first, last) = (first.min(last), last);
+        out[..first * w].fill(0.0);
+        out[last * w..].fill(0.0);
+        if first == last {
+            continue;
+        }
+        let run = &mut out[first * w..last * w];
+        let start = (c * h + rows.start + first + ky - py) * w;
+        let shift = kx as isize - px as isize;
+        if shift.unsigned_abs() >= w {
+            run.fill(0.0);
+            continue;
+        }
+        let len = run.len() - shift.unsigned_abs();
+        if shift >= 0 {
+            let from = start + shift as usize;
+            run[..len].copy_from_slice(&image[from..from + len]);
+            run[len..].fill(0.0);
+            for row in run.chunks_exact_mut(w) {
+                row[w - shift as usize..].fill(0.0);
+            }
+        } else {
+            let skip = shift.unsigned_abs();
+            run[skip..].copy_from_slice(&image[start..start + len]);
+            for row in run.chunks_exact_mut(w) {
+                row[..skip].fill(0.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::conv::definition::pattern;
+
+    #[test]
+    fn same_width_patches_match_the_row_by_row_ones() {
+        for (height, width, kernel, padding) in [
+            (7, 9, [3, 3], [1, 1]),
+            (5, 1, [3, 3], [1, 1]),
+            (4, 2, [1, 5], [0, 2]),
+            (6, 3, [5, 3], [2, 1]),
+            (3, 4, [1, 1], [0, 0]),
+        ] {
+            let shape = ConvShape {
+                batch: 1,
+                channels_in: 2,
+                height,
+                width,
+                channels_out: 1,
+                kernel,
+                stride: [1, 1],
+                padding,
+            };
+            let image = pattern(2 * height * width, 37, 101);
+            for band in 1..=height {
+                for first in (0..height).step_by(band) {
+                    let rows = first..(first + band).min(height);
+                    let len = shape.patch() * rows.len() * width;
+                    let (mut fast, mut slow) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                    im2col_same(&shape, &image, rows.clone(), &mut fast);
+                    im2col_segments(&shape, &image, rows.clone(), &mut slow);
+                    assert_eq!(fast, slow, "{shape:?}, rows {rows:?}");
+                }
+            }
+        }
+    }
 }
