@@ -10,7 +10,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::tensor::activation::relu;
 use burn::tensor::{backend::Backend, Tensor};
 
-use super::affine_relu::{affine, affine_relu, per_row};
+use super::norm_relu::{affine, affine_relu, per_row, try_batch_norm_relu};
 use super::Mode;
 
 /// Batch normalisation over the channel dimension of NCHW tensors.
@@ -65,14 +65,24 @@ impl<B: Backend> BatchNorm<B> {
         affine(centered.reshape(dims), self.scale(var), self.beta.val())
     }
 
-    /// `relu(self.forward(x, mode))`; on running statistics one fused pass each way where the
-    /// backend has one (see `affine_relu`).
+    /// `relu(self.forward(x, mode))`, as one fused operation where the backend has one (see
+    /// `norm_relu`).
     pub fn forward_relu(&self, x: Tensor<B, 4>, mode: Mode) -> Tensor<B, 4> {
-        if mode.uses_batch_stats() {
-            return relu(self.forward(x, mode));
+        if !mode.uses_batch_stats() {
+            let (scale, shift) = self.inference_affine(&x.device());
+            return affine_relu(x, scale, shift);
         }
-        let (scale, shift) = self.inference_affine(&x.device());
-        affine_relu(x, scale, shift)
+        let [n, _, h, w] = x.dims();
+        let operands = (x, self.gamma.val(), self.beta.val());
+        match try_batch_norm_relu(operands, self.epsilon) {
+            Ok((y, [mean, var])) => {
+                if mode == Mode::Train {
+                    self.update_running(mean, var, n * h * w);
+                }
+                y
+            }
+            Err((x, _, _)) => relu(self.forward(x, mode)),
+        }
     }
 
     /// `γ / √(var + ε)`.

@@ -2,7 +2,6 @@
 //! pre-activation and DeepMind's pre-activation, as RobustBench defines them), torchvision ResNets (ImageNet), and the
 //! BatchNorm with an explicit mode they share.
 
-mod affine_relu;
 mod arch;
 mod batch_norm;
 mod cifar_resnet;
@@ -13,6 +12,7 @@ mod dm_wide_resnet;
 mod init;
 mod mode;
 mod network;
+mod norm_relu;
 mod normalization;
 mod resnet;
 mod wide_resnet;

@@ -1,15 +1,17 @@
-//! `relu(x · scale[c] + shift[c])` over the channels of an NCHW batch: BatchNorm on running
-//! statistics followed by ReLU, the layer pair every attack step and every TRADES inner step
-//! runs a dozen times per forward.
+//! BatchNorm followed by ReLU over the channels of an NCHW batch, the layer pair every
+//! pre-activation block runs twice.
 //!
-//! Composed from Burn's operations this is four passes over the activations forward (subtract,
-//! multiply, add, ReLU) and two or more backward, each into a fresh buffer; removing the pair
-//! altogether made a PGD step of WRN-16-4 about 30 % faster on Flex (measured). On `Flex` and
-//! `Autodiff<Flex>` it is one pass each way (`flex`); every other backend composes Burn's
-//! operations.
+//! Composed from Burn's operations, inference BatchNorm + ReLU is three passes over the
+//! activations forward and two or more backward, training BatchNorm + ReLU about seven each
+//! way, every one into a fresh buffer; removing the inference pair altogether made a PGD step
+//! of WRN-16-4 about 30 % faster on Flex (measured). On `Flex` and `Autodiff<Flex>` the pair is
+//! one custom operation (`flex`, `kernels`): one pass forward and one or two backward in
+//! inference, three and two in training. Every other backend composes Burn's operations.
 
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(feature = "flex")]
+mod kernels;
 
 use burn::tensor::activation::relu;
 use burn::tensor::{backend::Backend, Tensor};
@@ -48,11 +50,36 @@ pub(crate) fn affine_relu<B: Backend>(
     shift: Tensor<B, 1>,
 ) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    let (x, scale, shift) = match flex::try_affine_relu(x, scale, shift) {
-        Ok(y) => return y,
+    let (x, scale, shift) = match flex::try_fused((x, scale, shift), flex::Norm::Inference) {
+        Ok((y, _)) => return y,
         Err(operands) => operands,
     };
     relu(affine(x, scale, shift))
+}
+
+/// `x`, `γ` and `β` (or `scale` and `shift`): what the pair takes, and gives back where the
+/// backend has no fused path.
+pub(crate) type Operands<B> = (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>);
+
+/// `relu(BatchNorm(x))` normalised by the batch's own statistics, with the batch mean and
+/// biased variance per channel (for the running estimates), where the backend has a fused
+/// path; the operands back otherwise.
+pub(crate) fn try_batch_norm_relu<B: Backend>(
+    operands: Operands<B>,
+    epsilon: f64,
+) -> Result<(Tensor<B, 4>, [Tensor<B, 1>; 2]), Operands<B>> {
+    #[cfg(feature = "flex")]
+    return flex::try_fused(operands, flex::Norm::Training { epsilon }).map(|(y, stats)| {
+        (
+            y,
+            stats.expect("a training forward returns its batch statistics"),
+        )
+    });
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = epsilon;
+        Err(operands)
+    }
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -128,5 +155,62 @@ mod tests {
         fused
             .into_data()
             .assert_approx_eq::<f32>(&composed.into_data(), Tolerance::absolute(1e-6));
+    }
+
+    /// Training BatchNorm + ReLU fused (`forward_relu`) and composed (`relu(forward)`), each on
+    /// its own copy of one layer: the same output, gradients for `x`, `γ` and `β`, and running
+    /// statistics afterwards (moved by `Train`, untouched by `TrainFrozen`).
+    #[test]
+    fn training_batch_norm_relu_matches_the_composed_one() {
+        use crate::models::{BatchNorm, Mode};
+        use burn::module::Param;
+        let device = Default::default();
+        for ([n, c, h, w], mode) in [
+            ([4, 3, 5, 5], Mode::Train),
+            ([2, 5, 1, 1], Mode::Train),
+            ([8, 2, 8, 8], Mode::TrainFrozen),
+        ] {
+            let normal = |mean, std, shape: Vec<usize>| {
+                Tensor::<Ad, 1>::random(
+                    [shape.iter().product::<usize>()],
+                    Distribution::Normal(mean, std),
+                    &device,
+                )
+                .into_data()
+            };
+            let (gamma, beta) = (normal(1.0, 0.5, vec![c]), normal(0.0, 0.5, vec![c]));
+            let x = Tensor::<Ad, 1>::from_data(normal(0.5, 2.0, vec![n, c, h, w]), &device)
+                .reshape([n, c, h, w]);
+            let weights = Tensor::<Ad, 4>::random([n, c, h, w], Distribution::Default, &device);
+            let run = |fused: bool| {
+                let mut bn = BatchNorm::<Ad>::new(c, &device);
+                bn.gamma = Param::from_tensor(Tensor::from_data(gamma.clone(), &device));
+                bn.beta = Param::from_tensor(Tensor::from_data(beta.clone(), &device));
+                let x = x.clone().require_grad();
+                let y = if fused {
+                    bn.forward_relu(x.clone(), mode)
+                } else {
+                    relu(bn.forward(x.clone(), mode))
+                };
+                let grads = (y.clone() * weights.clone()).sum().backward();
+                [
+                    y.into_data(),
+                    x.grad(&grads).unwrap().into_data(),
+                    bn.gamma.grad(&grads).unwrap().into_data(),
+                    bn.beta.grad(&grads).unwrap().into_data(),
+                    bn.running_mean.value().into_data(),
+                    bn.running_var.value().into_data(),
+                ]
+            };
+            let (fused, composed) = (run(true), run(false));
+            for (f, c) in fused.iter().zip(&composed) {
+                f.assert_approx_eq::<f32>(c, Tolerance::absolute(2e-4));
+            }
+            let initial = [0.0f32, 1.0];
+            for (stat, start) in fused[4..].iter().zip(initial) {
+                let moved = stat.iter::<f32>().any(|v| v != start);
+                assert_eq!(moved, mode == Mode::Train, "{mode:?}");
+            }
+        }
     }
 }
