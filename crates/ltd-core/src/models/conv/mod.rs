@@ -4,8 +4,9 @@
 //! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is im2col + GEMM straight
 //! on NCHW images (`forward`, `patches`), and on `Autodiff<Flex>` the weight gradient is
 //! im2col + GEMM (`kernels`) instead of Burn's default, which Flex does not override and which
-//! was the largest cost of a training step on the CPU, and the input gradient GEMM + col2im
-//! (`input_grad`); all parallel over images. Every other backend, and every layer the fast path
+//! was the largest cost of a training step on the CPU, and the input gradient the forward's
+//! kernel on the flipped weight for stride-1 layers, GEMM + col2im for others (`input_grad`);
+//! all parallel over images. Every other backend, and every layer the fast path
 //! does not cover (grouped, dilated or `Same`-padded convolutions), calls [`Conv2d::forward`]
 //! exactly as before.
 

@@ -22,15 +22,35 @@ pub(super) struct ChannelMap {
 }
 
 impl ChannelMap {
-    /// Pre-activation of one value of channel `c`: written once so that the forward and the
-    /// backward's mask agree bit for bit.
-    #[inline(always)]
-    fn pre(&self, c: usize, x: f32) -> f32 {
-        (x - self.center[c]) * self.scale[c] + self.shift[c]
+    /// Channel `c`'s `(center, scale, shift)`, read once per plane so that the loops over the
+    /// plane carry no bounds checks.
+    fn at(&self, c: usize) -> Affine {
+        Affine {
+            center: self.center[c],
+            scale: self.scale[c],
+            shift: self.shift[c],
+        }
     }
 
     fn channels(&self) -> usize {
         self.scale.len()
+    }
+}
+
+/// One channel's map.
+#[derive(Clone, Copy)]
+struct Affine {
+    center: f32,
+    scale: f32,
+    shift: f32,
+}
+
+impl Affine {
+    /// Pre-activation of one value: written once so that the forward and the backward's mask
+    /// agree bit for bit.
+    #[inline(always)]
+    fn pre(self, x: f32) -> f32 {
+        (x - self.center) * self.scale + self.shift
     }
 }
 
@@ -49,9 +69,9 @@ pub(super) fn forward(xs: &[f32], map: &ChannelMap, plane: usize) -> Vec<f32> {
             .enumerate()
             .for_each(|(t, (y, x))| {
                 for (i, (y, x)) in y.chunks_mut(plane).zip(x.chunks(plane)).enumerate() {
-                    let c = (t * planes + i) % map.channels();
+                    let affine = map.at((t * planes + i) % map.channels());
                     for (y, &x) in y.iter_mut().zip(x) {
-                        y.write(map.pre(c, x).max(0.0));
+                        y.write(affine.pre(x).max(0.0));
                     }
                 }
             })
@@ -72,14 +92,14 @@ pub(super) fn sums(xs: &[f32], gs: &[f32], map: &ChannelMap, plane: usize) -> [V
         .for_each(|(t, (sums, (x, g)))| {
             let rows = x.chunks(plane).zip(g.chunks(plane));
             for (i, (sum, (x, g))) in sums.iter_mut().zip(rows).enumerate() {
-                let c = (t * planes + i) % map.channels();
+                let affine = map.at((t * planes + i) % map.channels());
                 // Eight lanes each, so that the sums vectorise.
                 let (mut sk, mut skx) = ([0.0f32; 8], [0.0f32; 8]);
                 for (x, g) in x.chunks(8).zip(g.chunks(8)) {
                     for (lane, (&x, &g)) in x.iter().zip(g).enumerate() {
-                        let k = if map.pre(c, x) > 0.0 { g } else { 0.0 };
+                        let k = if affine.pre(x) > 0.0 { g } else { 0.0 };
                         sk[lane] += k;
-                        skx[lane] += k * (x - map.center[c]);
+                        skx[lane] += k * (x - affine.center);
                     }
                 }
                 let total = |lanes: [f32; 8]| lanes.iter().map(|&v| v as f64).sum::<f64>();
@@ -114,10 +134,11 @@ pub(super) fn input_grad(
                     .zip(x.chunks(plane).zip(g.chunks(plane)));
                 for (i, (dx, (x, g))) in rows.enumerate() {
                     let c = (t * planes + i) % map.channels();
-                    let (s, center) = (map.scale[c], map.center[c]);
+                    let affine = map.at(c);
+                    let (s, center) = (affine.scale, affine.center);
                     let (a, b) = correction.map_or((0.0, 0.0), |[a, b]| (a[c], b[c]));
                     for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                        let k = if map.pre(c, x) > 0.0 { g } else { 0.0 };
+                        let k = if affine.pre(x) > 0.0 { g } else { 0.0 };
                         d.write(s * (k - a - (x - center) * b));
                     }
                 }
