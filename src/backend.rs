@@ -56,8 +56,10 @@ pub struct DeviceError {
 }
 
 /// Parses `--device`: `default`, `cpu`, `cuda:N` / `gpu:N` (CUDA), `gpu:N` / `integrated:N` /
-/// `cpu` (wgpu).
+/// `cpu` (wgpu). Every example starts by calling it, so it also asks the allocator to keep
+/// freed tensor memory ([`ltd_core::memory::retain_freed_memory`]).
 pub fn device(spec: &str) -> Result<Device, DeviceError> {
+    ltd_core::memory::retain_freed_memory();
     let spec = spec.trim().to_ascii_lowercase();
     let index = |prefix: &str| -> Option<usize> { spec.strip_prefix(prefix)?.parse().ok() };
     let error = |expected| DeviceError {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod fs;
 pub mod losses;
+pub mod memory;
 pub mod models;
 pub mod objectives;
 pub mod random;
