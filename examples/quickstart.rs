@@ -2,7 +2,7 @@
 //! a tiny teacher trained naturally, then a TRADES student and a TRADES+LTD student on the same
 //! budget, both evaluated with AutoAttack 'standard' (the reference's parameters), and one table.
 //! LTD's τ is the one the paper's temperature search (§4.3) picked for this teacher, cached in
-//! `examples/data/quickstart-search.json` (`temperature_search` recomputes it). About ten
+//! `examples/data/quickstart-search.json` (`temperature_search` recomputes it). About six
 //! minutes on two CPU cores, two thirds of them AutoAttack.
 //!
 //! ```text
