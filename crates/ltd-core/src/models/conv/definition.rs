@@ -95,13 +95,32 @@ pub(super) fn assert_close(shape: &ConvShape, got: &[f32], want: &[f64]) {
     }
 }
 
+/// Images large enough for the forward to cut into several bands of rows (14 + 14 + 4 rows
+/// at 32 pixels wide, 12 + 4 at 16), one image (each GEMM on all cores) or two, stride 1
+/// (the input gradient as a convolution) and 2 (GEMM + col2im).
+fn banded_cases() -> impl Iterator<Item = ConvShape> {
+    [(1, 64, 32, 1), (2, 128, 16, 1), (2, 128, 32, 2)]
+        .into_iter()
+        .map(|(batch, channels_in, side, stride)| ConvShape {
+            batch,
+            channels_in,
+            height: side,
+            width: side,
+            channels_out: 3,
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1],
+        })
+}
+
 #[test]
 fn the_forward_and_both_gradients_match_the_definition() {
-    for shape in cases().chain(odd_cases()) {
+    for shape in cases().chain(odd_cases()).chain(banded_cases()) {
         let [oh, ow] = shape.output().unwrap();
-        let x = pattern(3 * 2 * 7 * 9, 37, 101);
-        let weight = pattern(4 * shape.patch(), 37, 101);
-        let dy = pattern(3 * 4 * oh * ow, 53, 97);
+        let [n, c, h, w] = [shape.batch, shape.channels_in, shape.height, shape.width];
+        let x = pattern(n * c * h * w, 37, 101);
+        let weight = pattern(shape.channels_out * shape.patch(), 37, 101);
+        let dy = pattern(n * shape.channels_out * oh * ow, 53, 97);
         let mut want_dw = vec![0.0f64; shape.channels_out * shape.patch()];
         let mut want_dx = vec![0.0f64; x.len()];
         let mut want_y = vec![0.0f64; dy.len()];

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::kernels::{matmul_uninit, uninit_vec, ConvShape, Layout};
-use super::patches::{band_rows, im2col};
+use super::patches::{band_rows, im2col, with_scratch};
 
 /// Most `f32`s in one band's patch matrix (1 MiB), so that the GEMM finds it in cache.
 pub(super) const BAND_BUDGET: usize = 1 << 18;
@@ -34,20 +34,22 @@ pub(crate) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(image_out)
             .zip(x.par_chunks(image_in))
-            .for_each_init(Vec::new, |cols, (out, image)| {
-                for first in (0..oh).step_by(band) {
-                    let rows = band.min(oh - first);
-                    cols.resize(shape.patch() * rows * ow, 0.0);
-                    im2col(shape, image, first..first + rows, cols);
-                    let columns = rows * ow;
-                    let dst = Layout::strided(shape.channels_out, columns, oh * ow, 1);
-                    matmul_uninit(
-                        (&mut out[first * ow..], dst),
-                        (weight, Layout::row_major(shape.channels_out, shape.patch())),
-                        (cols, Layout::row_major(shape.patch(), columns)),
-                        parallel,
-                    );
-                }
+            .for_each(|(out, image)| {
+                with_scratch(shape.patch() * band * ow, |scratch| {
+                    for first in (0..oh).step_by(band) {
+                        let rows = band.min(oh - first);
+                        let cols = &mut scratch[..shape.patch() * rows * ow];
+                        im2col(shape, image, first..first + rows, cols);
+                        let columns = rows * ow;
+                        let dst = Layout::strided(shape.channels_out, columns, oh * ow, 1);
+                        matmul_uninit(
+                            (&mut out[first * ow..], dst),
+                            (weight, Layout::row_major(shape.channels_out, shape.patch())),
+                            (cols, Layout::row_major(shape.patch(), columns)),
+                            parallel,
+                        );
+                    }
+                })
             })
     };
     // SAFETY: the bands cover every output row of every image, and each GEMM writes all

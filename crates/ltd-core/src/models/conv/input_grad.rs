@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::forward::{self, BAND_BUDGET};
 use super::kernels::{matmul, ConvShape, Layout};
-use super::patches::{band_rows, col2im};
+use super::patches::{band_rows, col2im, with_scratch};
 
 /// `dX` `[N, C_in, H, W]` from the OIHW `weight` and the output gradient `dy`, or `None` when
 /// the buffers do not match `shape`.
@@ -42,23 +42,25 @@ pub(crate) fn input_grad(shape: &ConvShape, weight: &[f32], dy: &[f32]) -> Optio
     let parallel = shape.batch < rayon::current_num_threads();
     dx.par_chunks_mut(image_in)
         .zip(dy.par_chunks(image_out))
-        .for_each_init(Vec::new, |cols, (dx, dy)| {
-            for first in (0..oh).step_by(band) {
-                let rows = band.min(oh - first);
-                let columns = rows * ow;
-                cols.resize(patch * columns, 0.0);
-                matmul(
-                    (cols, Layout::row_major(patch, columns)),
-                    false,
-                    (weight, Layout::col_major(patch, outs)),
-                    (
-                        &dy[first * ow..],
-                        Layout::strided(outs, columns, oh * ow, 1),
-                    ),
-                    parallel,
-                );
-                col2im(shape, cols, first..first + rows, dx);
-            }
+        .for_each(|(dx, dy)| {
+            with_scratch(patch * band * ow, |scratch| {
+                for first in (0..oh).step_by(band) {
+                    let rows = band.min(oh - first);
+                    let columns = rows * ow;
+                    let cols = &mut scratch[..patch * columns];
+                    matmul(
+                        (cols, Layout::row_major(patch, columns)),
+                        false,
+                        (weight, Layout::col_major(patch, outs)),
+                        (
+                            &dy[first * ow..],
+                            Layout::strided(outs, columns, oh * ow, 1),
+                        ),
+                        parallel,
+                    );
+                    col2im(shape, cols, first..first + rows, dx);
+                }
+            })
         });
     Some(dx)
 }
