@@ -1,7 +1,7 @@
 //! The direct definition of a convolution's taps, summed in `f64`, and the GEMM kernels
 //! (forward and both gradients) checked against it.
 
-use super::forward::forward;
+use super::forward::{forward, im2col_forward};
 use super::input_grad::input_grad;
 use super::kernels::{weight_grad, ConvShape};
 
@@ -54,13 +54,16 @@ pub(super) fn cases() -> impl Iterator<Item = ConvShape> {
 /// Shapes that stress the forward's edges: a rectangular kernel with unequal strides or with
 /// stride 1 (the input gradient as a convolution, with uneven padding), a kernel
 /// wider than the padded border reaches, padding wider than the image, stride 2 with a 7×7
-/// kernel.
+/// kernel; and output-sized stride-1 layers (1×1, 5×5, 3×7) for the direct kernel.
 fn odd_cases() -> impl Iterator<Item = ConvShape> {
     [
         ([2, 3], [1, 2], [1, 0]),
         ([2, 3], [1, 1], [1, 2]),
         ([3, 3], [1, 1], [3, 3]),
         ([7, 7], [2, 2], [3, 3]),
+        ([1, 1], [1, 1], [0, 0]),
+        ([5, 5], [1, 1], [2, 2]),
+        ([3, 7], [1, 1], [1, 3]),
     ]
     .into_iter()
     .map(|(kernel, stride, padding)| ConvShape {
@@ -130,6 +133,11 @@ fn the_forward_and_both_gradients_match_the_definition() {
             want_dx[i] += dy[y] as f64 * weight[w] as f64;
         });
         assert_close(&shape, &forward(&shape, &x, &weight).unwrap(), &want_y);
+        assert_close(
+            &shape,
+            &im2col_forward(&shape, &x, &weight).unwrap(),
+            &want_y,
+        );
         assert_close(&shape, &weight_grad(&shape, &x, &dy).unwrap(), &want_dw);
         assert_close(&shape, &input_grad(&shape, &weight, &dy).unwrap(), &want_dx);
     }

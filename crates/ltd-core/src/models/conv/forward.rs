@@ -1,4 +1,6 @@
-//! The forward 2-D convolution on contiguous `f32` NCHW buffers, as im2col + GEMM per image.
+//! The forward 2-D convolution on contiguous `f32` NCHW buffers: the direct kernel
+//! (`super::direct`) for output-sized stride-1 layers on AVX-512 CPUs, else im2col + GEMM per
+//! image.
 //!
 //! `Y[n] = W · cols[n]` (see [`super::patches`]): the patch matrix is built straight from the
 //! NCHW image, so neither the input nor the output changes layout, and the GEMM writes the NCHW
@@ -28,6 +30,18 @@ pub(crate) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
     if shape.batch * image_out == 0 || shape.patch() == 0 {
         return Some(vec![0.0; shape.batch * image_out]);
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(y) = super::direct::forward(shape, x, weight) {
+        return Some(y);
+    }
+    im2col_forward(shape, x, weight)
+}
+
+/// [`forward`] as im2col + GEMM, for any layer (the buffers already checked).
+pub(super) fn im2col_forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Vec<f32>> {
+    let [oh, ow] = shape.output()?;
+    let image_in = shape.channels_in * shape.height * shape.width;
+    let image_out = shape.channels_out * oh * ow;
     let band = band_rows(shape, BAND_BUDGET);
     // With fewer images than threads, each GEMM gets the threads the images leave idle.
     let parallel = shape.batch < rayon::current_num_threads();

@@ -1,8 +1,9 @@
 //! The one 2-D convolution every model calls, so a backend can get a faster path than Burn's
 //! generic one without the models naming it.
 //!
-//! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is im2col + GEMM straight
-//! on NCHW images (`forward`, `patches`), and on `Autodiff<Flex>` the weight gradient is
+//! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is a direct AVX-512
+//! kernel for stride-1 layers whose output is as large as their input (`direct`), im2col + GEMM
+//! straight on NCHW images for the others (`forward`, `patches`), and on `Autodiff<Flex>` the weight gradient is
 //! im2col + GEMM (`kernels`) instead of Burn's default, which Flex does not override and which
 //! was the largest cost of a training step on the CPU, and the input gradient the forward's
 //! kernel on the flipped weight for stride-1 layers, GEMM + col2im for others (`input_grad`);
@@ -12,6 +13,8 @@
 
 #[cfg(all(test, feature = "flex"))]
 mod definition;
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod direct;
 #[cfg(feature = "flex")]
 pub(super) mod flex;
 #[cfg(feature = "flex")]
