@@ -116,9 +116,34 @@ fn banded_cases() -> impl Iterator<Item = ConvShape> {
         })
 }
 
+/// Stride-1 3×3 layers on even planes for Winograd's F(2×2, 3×3): a single tile per image,
+/// rectangular planes, images grouped into sets of tiles with a shorter last set, a plane cut
+/// into bands of tile rows, one image (declined: the direct kernel takes it).
+fn winograd_cases() -> impl Iterator<Item = ConvShape> {
+    [
+        (5, 3, 2, 2),
+        (3, 2, 4, 6),
+        (7, 5, 8, 8),
+        (2, 3, 32, 20),
+        (1, 4, 6, 4),
+    ]
+    .into_iter()
+    .map(|(batch, channels_in, height, width)| ConvShape {
+        batch,
+        channels_in,
+        height,
+        width,
+        channels_out: 7,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+    })
+}
+
 #[test]
 fn the_forward_and_both_gradients_match_the_definition() {
-    for shape in cases().chain(odd_cases()).chain(banded_cases()) {
+    let shapes = cases().chain(odd_cases()).chain(banded_cases());
+    for shape in shapes.chain(winograd_cases()) {
         let [oh, ow] = shape.output().unwrap();
         let [n, c, h, w] = [shape.batch, shape.channels_in, shape.height, shape.width];
         let x = pattern(n * c * h * w, 37, 101);
@@ -138,6 +163,15 @@ fn the_forward_and_both_gradients_match_the_definition() {
             &im2col_forward(&shape, &x, &weight).unwrap(),
             &want_y,
         );
+        // Each forward kernel on its own, where it applies (the dispatch picks one).
+        #[cfg(target_arch = "x86_64")]
+        if let Some(y) = super::direct::forward(&shape, &x, &weight) {
+            assert_close(&shape, &y, &want_y);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(y) = super::winograd::forward(&shape, &x, &weight) {
+            assert_close(&shape, &y, &want_y);
+        }
         assert_close(&shape, &weight_grad(&shape, &x, &dy).unwrap(), &want_dw);
         assert_close(&shape, &input_grad(&shape, &weight, &dy).unwrap(), &want_dx);
     }

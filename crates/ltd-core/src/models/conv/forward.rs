@@ -31,6 +31,10 @@ pub(crate) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
         return Some(vec![0.0; shape.batch * image_out]);
     }
     #[cfg(target_arch = "x86_64")]
+    if let Some(y) = super::winograd::forward(shape, x, weight) {
+        return Some(y);
+    }
+    #[cfg(target_arch = "x86_64")]
     if let Some(y) = super::direct::forward(shape, x, weight) {
         return Some(y);
     }

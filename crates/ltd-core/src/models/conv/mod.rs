@@ -25,6 +25,8 @@ mod input_grad;
 mod kernels;
 #[cfg(feature = "flex")]
 mod patches;
+#[cfg(all(feature = "flex", target_arch = "x86_64"))]
+mod winograd;
 
 #[cfg(feature = "flex")]
 pub(super) use kernels::uninit_vec;
