@@ -1,5 +1,5 @@
-//! The Flex fast path. The forward is [`forward::forward`] (im2col + GEMM per image, straight on
-//! NCHW) on `Flex` and `Autodiff<Flex>` alike; on `Autodiff<Flex>` it is a custom autodiff
+//! The Flex fast path. The forward is [`forward::forward`] (Winograd, the direct kernel or
+//! im2col + GEMM, straight on NCHW) on `Flex` and `Autodiff<Flex>` alike; on `Autodiff<Flex>` it is a custom autodiff
 //! operation whose backward computes the weight gradient with [`kernels::weight_grad`] instead
 //! of Burn's generic default (Flex does not override `conv2d_weight_backward`) and the input
 //! gradient with [`input_grad::input_grad`] instead of Flex's sequential `conv_transpose2d`.

@@ -1,5 +1,6 @@
-//! The forward 2-D convolution on contiguous `f32` NCHW buffers: the direct kernel
-//! (`super::direct`) for output-sized stride-1 layers on AVX-512 CPUs, else im2col + GEMM per
+//! The forward 2-D convolution on contiguous `f32` NCHW buffers: on AVX-512 CPUs Winograd
+//! (`super::winograd`) for stride-1 3×3 layers on even planes, the direct kernel
+//! (`super::direct`) for other output-sized stride-1 layers; else im2col + GEMM per
 //! image.
 //!
 //! `Y[n] = W · cols[n]` (see [`super::patches`]): the patch matrix is built straight from the

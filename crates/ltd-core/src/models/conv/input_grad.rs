@@ -2,8 +2,9 @@
 //!
 //! A stride-1 layer's input gradient is itself a stride-1 convolution: of the output gradient,
 //! by the weight with its two channel axes swapped and its taps reversed, padded by
-//! `kernel − 1 − padding`. It runs on the forward's im2col + GEMM, whose GEMM reduces over the
-//! long `(C_out, ky, kx)` axis and writes the gradient once. Any other layer takes the adjoint
+//! `kernel − 1 − padding`. It runs on the forward's kernels (Winograd or the direct kernel for
+//! 3×3 and 1×1 layers, else im2col + GEMM), which reduce over the long `(C_out, ky, kx)` axis
+//! and write the gradient once. Any other layer takes the adjoint
 //! of the forward, GEMM + col2im: per image and band of output rows, `cols = Wᵀ · dY` gives
 //! what each tap sends back to the input, and col2im adds it onto the image's gradient (a
 //! read-modify-write pass over a matrix `kh·kw` times the input, which for stride-1 layers cost

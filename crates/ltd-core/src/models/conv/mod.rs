@@ -1,15 +1,16 @@
 //! The one 2-D convolution every model calls, so a backend can get a faster path than Burn's
 //! generic one without the models naming it.
 //!
-//! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is a direct AVX-512
-//! kernel for stride-1 layers whose output is as large as their input (`direct`), im2col + GEMM
-//! straight on NCHW images for the others (`forward`, `patches`), and on `Autodiff<Flex>` the weight gradient is
-//! im2col + GEMM (`kernels`) instead of Burn's default, which Flex does not override and which
-//! was the largest cost of a training step on the CPU, and the input gradient the forward's
-//! kernel on the flipped weight for stride-1 layers, GEMM + col2im for others (`input_grad`);
-//! all parallel over images. Every other backend, and every layer the fast path
-//! does not cover (grouped, dilated or `Same`-padded convolutions), calls [`Conv2d::forward`]
-//! exactly as before.
+//! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is Winograd's
+//! F(2×2, 3×3) on AVX-512 for stride-1 3×3 layers padded by 1 on even planes (`winograd`), a
+//! direct AVX-512 kernel for the other stride-1 layers whose output is as large as their input
+//! (`direct`), im2col + GEMM straight on NCHW images for the others (`forward`, `patches`).
+//! On `Autodiff<Flex>` the weight gradient is im2col + GEMM (`kernels`) instead of Burn's
+//! default, which Flex does not override and which was the largest cost of a training step on
+//! the CPU, and the input gradient the forward's kernels on the flipped weight for stride-1
+//! layers, GEMM + col2im for others (`input_grad`); all parallel over images. Every other
+//! backend, and every layer the fast path does not cover (grouped, dilated or `Same`-padded
+//! convolutions), calls [`Conv2d::forward`] exactly as before.
 
 #[cfg(all(test, feature = "flex"))]
 mod definition;
