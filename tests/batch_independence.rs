@@ -327,3 +327,84 @@ fn a_convolutional_network_gives_each_image_the_same_result_in_any_batch() {
         }
     }
 }
+
+#[test]
+fn a_convolutional_network_computes_an_image_alone_as_in_a_batch() {
+    // Bit for bit, logits and input gradient: the kernels a layer runs on must not depend on
+    // how many images it gets (a single image is what the last robust image of a stage is).
+    use ltd::core::eval::autoattack::Images;
+    let device = Default::default();
+    let model = ltd::core::models::Arch::WRN_10_1
+        .init_seeded::<AD>(10, None, 1, &device)
+        .unwrap();
+    let images = ltd::data::SyntheticConfig::default()
+        .generate()
+        .unwrap()
+        .test;
+    let run = |rows: &[usize]| {
+        let (x, _) = Images::batch::<AD>(&images, rows, &device).unwrap();
+        let x = x.require_grad();
+        let logits = model.forward(x.clone(), Mode::Eval);
+        let grads = (logits.clone() * logits.clone()).sum().backward();
+        (values(logits), values(x.grad(&grads).unwrap()))
+    };
+    let all: Vec<usize> = (0..5).collect();
+    let (logits, grad) = run(&all);
+    let (per_logits, per_grad) = (logits.len() / all.len(), grad.len() / all.len());
+    for group in [&[3usize][..], &[4, 1], &[0, 2, 1]] {
+        let (part_logits, part_grad) = run(group);
+        for (k, &i) in group.iter().enumerate() {
+            assert!(
+                part_logits[k * per_logits..][..per_logits]
+                    == logits[i * per_logits..][..per_logits],
+                "image {i}'s logits moved with its batch of {}",
+                group.len()
+            );
+            assert!(
+                part_grad[k * per_grad..][..per_grad] == grad[i * per_grad..][..per_grad],
+                "image {i}'s input gradient moved with its batch of {}",
+                group.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn zz_probe_matmul() {
+    let device = Default::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (k, n, transposed) in [
+        (64usize, 10usize, false),
+        (10, 64, true),
+        (640, 16, false),
+        (640, 100, false),
+        (100, 640, true),
+        (2048, 1000, false),
+        (1000, 2048, true),
+    ] {
+        let rows = 300;
+        let a: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let w: Vec<f32> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let w = if transposed {
+            Tensor::<B, 2>::from_data(TensorData::new(w, [n, k]), &device).transpose()
+        } else {
+            Tensor::<B, 2>::from_data(TensorData::new(w, [k, n]), &device)
+        };
+        let full = values(
+            Tensor::<B, 2>::from_data(TensorData::new(a.clone(), [rows, k]), &device)
+                .matmul(w.clone()),
+        );
+        let mut bad = vec![];
+        for m in [
+            1usize, 2, 3, 4, 5, 7, 8, 16, 17, 31, 32, 33, 63, 64, 65, 100, 128, 250,
+        ] {
+            let am =
+                Tensor::<B, 2>::from_data(TensorData::new(a[..m * k].to_vec(), [m, k]), &device);
+            let y = values(am.matmul(w.clone()));
+            if y[..] != full[..m * n] {
+                bad.push(m);
+            }
+        }
+        println!("k {k} n {n} t {transposed}: differing m {bad:?}");
+    }
+}

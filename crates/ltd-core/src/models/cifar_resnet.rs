@@ -127,7 +127,7 @@ pub(super) fn stem_and_stages<B: Backend, T>(
 /// The ResNet-18 head on the last stage's 4×4 maps: average pool, flatten, `linear`.
 pub(super) fn pool_and_classify<B: Backend>(x: Tensor<B, 4>, linear: &Linear<B>) -> Tensor<B, 2> {
     let x = avg_pool2d(x, [4, 4], [4, 4], [0, 0], true, false);
-    linear.forward(x.flatten::<2>(1, 3))
+    super::conv::linear(linear, x.flatten::<2>(1, 3))
 }
 
 /// CIFAR ResNet-18 for 32×32 inputs, post- or pre-activation.

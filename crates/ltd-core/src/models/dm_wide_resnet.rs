@@ -232,7 +232,7 @@ impl<B: Backend> Classifier<B> for DmWideResNet<B> {
             .fold(x, |x, block| block.forward(x, mode, self.activation));
         let x = self.activation.after(&self.batchnorm, x, mode);
         let x = avg_pool2d(x, [8, 8], [8, 8], [0, 0], true, false);
-        self.logits.forward(x.flatten::<2>(1, 3))
+        super::conv::linear(&self.logits, x.flatten::<2>(1, 3))
     }
 
     fn num_classes(&self) -> usize {

@@ -204,7 +204,7 @@ impl<B: Backend> Classifier<B> for ResNet<B> {
             .flatten()
             .fold(x, |x, block| block.forward(x, mode));
         let x = adaptive_avg_pool2d(x, [1, 1]).flatten::<2>(1, 3);
-        self.fc.forward(x)
+        super::conv::linear(&self.fc, x)
     }
 
     fn num_classes(&self) -> usize {

@@ -152,7 +152,7 @@ impl<B: Backend> Classifier<B> for WideResNet<B> {
         let x = self.bn1.forward_relu(x, mode);
         let x = avg_pool2d(x, [8, 8], [8, 8], [0, 0], true, false);
         let x = x.flatten::<2>(1, 3);
-        self.fc.forward(x)
+        super::conv::linear(&self.fc, x)
     }
 
     fn num_classes(&self) -> usize {

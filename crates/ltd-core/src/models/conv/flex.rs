@@ -18,7 +18,7 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::nn::conv::Conv2d;
-use burn::nn::PaddingConfig2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps, PadMode};
 use burn::tensor::{Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive};
@@ -69,6 +69,40 @@ pub(super) fn try_forward<B: Backend>(
     } else {
         apply_as::<B, Flex>(conv, x, padding)
     })
+}
+
+/// `linear` applied to the rows `x` as a 1×1 convolution of 1×1 images when `B` is `Flex` or
+/// `Autodiff<Flex>`; `Err(x)` otherwise.
+pub(super) fn try_linear<B: Backend>(
+    linear: &Linear<B>,
+    x: Tensor<B, 2>,
+) -> Result<Tensor<B, 2>, Tensor<B, 2>> {
+    let backend = TypeId::of::<B>();
+    Ok(if backend == TypeId::of::<Fast>() {
+        linear_as::<B, Fast>(linear, x)
+    } else if backend == TypeId::of::<Flex>() {
+        linear_as::<B, Flex>(linear, x)
+    } else {
+        return Err(x);
+    })
+}
+
+/// [`try_linear`] on backend `K`, which `B` is (checked by the caller).
+fn linear_as<B: Backend, K: FastConv>(linear: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let [rows, inputs] = x.dims();
+    let outputs = linear.weight.dims()[1];
+    let weight: Tensor<K, 2> = same(linear.weight.val());
+    let weight = weight.transpose().reshape([outputs, inputs, 1, 1]);
+    let bias = linear.bias.as_ref().map(|b| same(b.val()));
+    let x: Tensor<K, 2> = same(x);
+    let y = apply::<K>(
+        x.reshape([rows, inputs, 1, 1]),
+        weight,
+        bias,
+        [1, 1],
+        [0; 4],
+    );
+    same(y.reshape([rows, outputs]))
 }
 
 /// [`apply`] on backend `K`, which `B` is (checked by the caller), with `conv`'s parameters.

@@ -1,4 +1,4 @@
-//! The one 2-D convolution every model calls, so a backend can get a faster path than Burn's
+//! The one 2-D convolution (and linear layer) every model calls, so a backend can get a faster path than Burn's
 //! generic one without the models naming it.
 //!
 //! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is Winograd's
@@ -33,6 +33,7 @@ mod winograd;
 pub(super) use kernels::uninit_vec;
 
 use burn::nn::conv::Conv2d;
+use burn::nn::Linear;
 use burn::tensor::{backend::Backend, Tensor};
 
 /// `conv` applied to the NCHW batch `x`: [`Conv2d::forward`]'s result, computed by the fastest
@@ -44,6 +45,20 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         Err(x) => x,
     };
     conv.forward(x)
+}
+
+/// `linear` applied to the rows `x`: [`Linear::forward`]'s result. On Flex it is computed as a
+/// 1×1 convolution of 1×1 images, one image at a time, so that a row's logits and gradient
+/// do not depend on how many rows share the batch: gemm picks its blocking and threading by
+/// the matrix's size, and a product of 1 to 64 rows by a 640 × 16 matrix rounded differently
+/// from the same rows among 300. Attacks rely on it (an image's result is its own).
+pub fn linear<B: Backend>(linear: &Linear<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    let x = match flex::try_linear(linear, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    linear.forward(x)
 }
 
 /// Whether [`conv2d`] takes a faster path than [`Conv2d::forward`] for `conv` in this build
