@@ -203,8 +203,11 @@ mod tests {
                 ]
             };
             let (fused, composed) = (run(true), run(false));
+            // Relative as well as absolute: with two values per channel (`[2, 5, 1, 1]`) the
+            // batch variance can be tiny and the gradients large (48.80 against 48.80, 1.6e-3
+            // apart, in one random draw), the two formulas' rounding growing with them.
             for (f, c) in fused.iter().zip(&composed) {
-                f.assert_approx_eq::<f32>(c, Tolerance::absolute(2e-4));
+                f.assert_approx_eq::<f32>(c, Tolerance::rel_abs(1e-4, 2e-4));
             }
             let initial = [0.0f32, 1.0];
             for (stat, start) in fused[4..].iter().zip(initial) {

@@ -118,7 +118,7 @@ fn banded_cases() -> impl Iterator<Item = ConvShape> {
 
 /// Stride-1 3×3 layers on even planes for Winograd's F(2×2, 3×3): a single tile per image,
 /// rectangular planes, images grouped into sets of tiles with a shorter last set, a plane cut
-/// into bands of tile rows, one image (declined: the direct kernel takes it).
+/// into bands of tile rows, one image (its blocks of channels in parallel).
 fn winograd_cases() -> impl Iterator<Item = ConvShape> {
     [
         (5, 3, 2, 2),

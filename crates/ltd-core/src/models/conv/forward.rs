@@ -1,7 +1,7 @@
-//! The forward 2-D convolution on contiguous `f32` NCHW buffers: on AVX-512 CPUs Winograd
-//! (`super::winograd`) for stride-1 3×3 layers on even planes, the direct kernel
-//! (`super::direct`) for other output-sized stride-1 layers; else im2col + GEMM per
-//! image.
+//! The forward 2-D convolution on contiguous `f32` NCHW buffers: Winograd
+//! (`super::winograd`, AVX-512 or AVX2) for stride-1 3×3 layers on even planes, the direct
+//! kernel (`super::direct`, AVX-512) for other output-sized stride-1 layers; else im2col +
+//! GEMM per image.
 //!
 //! `Y[n] = W · cols[n]` (see [`super::patches`]): the patch matrix is built straight from the
 //! NCHW image, so neither the input nor the output changes layout, and the GEMM writes the NCHW

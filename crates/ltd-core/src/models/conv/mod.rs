@@ -1,10 +1,11 @@
-//! The one 2-D convolution (and linear layer) every model calls, so a backend can get a faster path than Burn's
-//! generic one without the models naming it.
+//! The one 2-D convolution (and the one linear layer) every model calls, so a backend can get
+//! a faster path than Burn's generic one without the models naming it.
 //!
 //! With the `flex` feature, on `Flex` and `Autodiff<Flex>` the forward is Winograd's
-//! F(2×2, 3×3) on AVX-512 for stride-1 3×3 layers padded by 1 on even planes (`winograd`), a
-//! direct AVX-512 kernel for the other stride-1 layers whose output is as large as their input
-//! (`direct`), im2col + GEMM straight on NCHW images for the others (`forward`, `patches`).
+//! F(2×2, 3×3) on AVX-512 or AVX2 for stride-1 3×3 layers padded by 1 on even planes
+//! (`winograd`), a direct AVX-512 kernel for the other stride-1 layers whose output is as
+//! large as their input (`direct`), im2col + GEMM straight on NCHW images for the others
+//! (`forward`, `patches`).
 //! On `Autodiff<Flex>` the weight gradient is im2col + GEMM (`kernels`) instead of Burn's
 //! default, which Flex does not override and which was the largest cost of a training step on
 //! the CPU, and the input gradient the forward's kernels on the flipped weight for stride-1

@@ -1,6 +1,7 @@
 //! Winograd's minimal filtering F(2×2, 3×3) for stride-1 3×3 layers padded by 1 on planes of
-//! even height and width, on AVX-512 CPUs: every stride-1 3×3 layer of the CIFAR WideResNets
-//! and ResNets, and (as a convolution of the output gradient) their input gradients.
+//! even height and width, on x86-64 CPUs with AVX-512 or AVX2: every stride-1 3×3 layer of the
+//! CIFAR WideResNets and ResNets, and (as a convolution of the output gradient) their input
+//! gradients.
 //!
 //! Each 2×2 block of output pixels ("tile") of a channel comes from the 4×4 block of input
 //! around it: with `V = Bᵀ d B` for the input block `d`, `U = G g Gᵀ` for the 3×3 kernel `g`
@@ -15,8 +16,9 @@
 //! matrices 4 times the size of the images through memory. Rounding differs from the direct
 //! sum by a few units in the last place of the largest terms.
 
+use std::arch::x86_64::{__m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps};
 use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps};
-use std::arch::x86_64::{_mm512_setzero_ps, _mm512_storeu_ps};
+use std::arch::x86_64::{_mm256_setzero_ps, _mm256_storeu_ps, _mm512_setzero_ps, _mm512_storeu_ps};
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -33,10 +35,13 @@ const CHANNELS: usize = 6;
 const BLOCK: usize = 64;
 
 /// `Y` from `x` and the OIHW `weight` as [`super::forward::forward`] computes it, or `None`
-/// when this kernel does not apply: no AVX-512, a kernel other than 3×3, padding other than
-/// 1, a stride other than 1, an odd plane or one over 128 pixels wide, or fewer images than
-/// threads (the direct kernel then splits the channels instead). The caller has checked the
-/// buffers against `shape`.
+/// when this kernel does not apply: neither AVX-512 nor AVX2 with FMA, a kernel other than
+/// 3×3, padding other than 1, a stride other than 1, or an odd plane or one over 128 pixels
+/// wide. The caller has checked the buffers against `shape`.
+///
+/// Any number of images takes this kernel, and each tile's arithmetic is the same whichever
+/// tiles share its set, so an image's result does not depend on its batch (attacks rely on
+/// it).
 pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Vec<f32>> {
     let (h, w) = (shape.height, shape.width);
     let (ins, outs) = (shape.channels_in, shape.channels_out);
@@ -47,12 +52,8 @@ pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
         && h % 2 == 0
         && w % 2 == 0
         && cols <= BLOCK
-        && h * w * ins * outs > 0
-        && shape.batch >= rayon::current_num_threads()
-        && std::arch::is_x86_feature_detected!("avx512f");
-    if !applies {
-        return None;
-    }
+        && h * w * ins * outs > 0;
+    let isa = Isa::detect().filter(|_| applies)?;
     let panels = transform_weight(weight, outs, ins);
     // A set of 64 tiles: a band of tile rows of one image, or whole images.
     let tiles = rows * cols;
@@ -63,61 +64,135 @@ pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
     };
     let layer = Layer { ins, outs, h, w };
     let (image_in, image_out) = (ins * h * w, outs * h * w);
+    let v_len = POSITIONS * ins * BLOCK;
+    let m_len = POSITIONS * CHANNELS * BLOCK;
+    let sets = shape.batch.div_ceil(group) * rows.div_ceil(band);
     let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(group * image_out)
-            .zip(x.par_chunks(group * image_in))
-            .for_each(|(out, images)| {
-                let v_len = POSITIONS * ins * BLOCK;
-                with_scratch(v_len + POSITIONS * CHANNELS * BLOCK, |scratch| {
-                    let (v, m) = scratch.split_at_mut(v_len);
-                    for first in (0..rows).step_by(band) {
-                        let bands = first..(first + band).min(rows);
-                        // SAFETY: AVX-512F was detected above.
-                        unsafe { set(images, &layer, bands, &panels, (v, m), out) };
-                    }
+        if sets >= rayon::current_num_threads() {
+            y.par_chunks_mut(group * image_out)
+                .zip(x.par_chunks(group * image_in))
+                .for_each(|(out, images)| {
+                    with_scratch(v_len + m_len, |scratch| {
+                        let (v, m) = scratch.split_at_mut(v_len);
+                        for bands in bands_of(rows, band) {
+                            isa.enable(|| {
+                                transform_input(images, &layer, bands.clone(), v);
+                                for block in 0..outs.div_ceil(CHANNELS) {
+                                    let channels =
+                                        block * CHANNELS..outs.min((block + 1) * CHANNELS);
+                                    products(isa, v, &panels, &layer, block, m);
+                                    transform_output(m, &layer, bands.clone(), channels, out);
+                                }
+                            })
+                        }
+                    })
                 })
-            })
+        } else {
+            // Too few sets for the threads: an image at a time, its blocks of output channels
+            // in parallel.
+            let mut v = vec![0.0; v_len];
+            let band = if tiles <= BLOCK { rows } else { band };
+            for (out, image) in y.chunks_mut(image_out).zip(x.chunks(image_in)) {
+                for bands in bands_of(rows, band) {
+                    isa.enable(|| transform_input(image, &layer, bands.clone(), &mut v));
+                    let v = &v;
+                    let blocks = out.par_chunks_mut(CHANNELS * h * w).enumerate();
+                    blocks.for_each(|(block, out)| {
+                        let own = Layer {
+                            outs: out.len() / (h * w),
+                            ..layer
+                        };
+                        with_scratch(m_len, |m| {
+                            isa.enable(|| {
+                                products(isa, v, &panels, &layer, block, m);
+                                transform_output(m, &own, bands.clone(), 0..own.outs, out);
+                            })
+                        })
+                    });
+                }
+            }
+        }
     };
     // SAFETY: `transform_output` writes every pixel of the output rows of its band of tile
-    // rows for its channels of every image of its group; the channel blocks cover the
-    // channels, the bands the rows and the groups the batch.
+    // rows for its channels of every image of its set; the channel blocks cover the channels,
+    // the bands the rows and the sets the batch.
     Some(unsafe { uninit_vec(shape.batch * image_out, fill) })
 }
 
+/// The bands of `band` tile rows (the last one shorter) that cover `rows`.
+fn bands_of(rows: usize, band: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..rows)
+        .step_by(band)
+        .map(move |first| first..(first + band).min(rows))
+}
+
+/// The vector instructions the kernel runs on. Both compute every value with the same
+/// operations in the same order, so they give the same bits.
+#[derive(Clone, Copy)]
+enum Isa {
+    Avx512,
+    Avx2,
+}
+
+impl Isa {
+    /// The widest this CPU has; the only way to make an `Isa`, so holding one proves it.
+    fn detect() -> Option<Self> {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            Some(Isa::Avx512)
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            Some(Isa::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// `f` compiled for these instructions: the transforms are `#[inline(always)]`, so they
+    /// are compiled into the function that enables them (for the baseline x86-64 they cost a
+    /// third of a PGD step).
+    fn enable<R>(self, f: impl FnOnce() -> R) -> R {
+        // SAFETY: `self` was made by `detect`, which found the features on this CPU.
+        match self {
+            Isa::Avx512 => unsafe { with_avx512(f) },
+            Isa::Avx2 => unsafe { with_avx2(f) },
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The 16 products `M_ξ = U_ξ · V_ξ` of the block `block` of 6 output channels into `m`
+/// (`[ξ][6][64]`), from the set's `v` (`[ξ][C_in][64]`).
+#[inline(always)]
+fn products(isa: Isa, v: &[f32], panels: &[f32], layer: &Layer, block: usize, m: &mut [f32]) {
+    let (ins, blocks) = (layer.ins, layer.outs.div_ceil(CHANNELS));
+    for (xi, m) in m.chunks_exact_mut(CHANNELS * BLOCK).enumerate() {
+        let v = &v[xi * ins * BLOCK..][..ins * BLOCK];
+        let panel = &panels[(xi * blocks + block) * ins * CHANNELS..][..ins * CHANNELS];
+        // SAFETY: `isa` was made by `Isa::detect`.
+        match isa {
+            Isa::Avx512 => unsafe { product_avx512(v, panel, m) },
+            Isa::Avx2 => unsafe { product_avx2(v, panel, m) },
+        }
+    }
+}
+
 /// A layer's channels and plane.
+#[derive(Clone, Copy)]
 struct Layer {
     ins: usize,
     outs: usize,
     h: usize,
     w: usize,
-}
-
-/// One set of up to 64 tiles — the tile rows `bands` of the CHW `images` — into their NCHW
-/// `out`, with `v` (`[ξ][C_in][64]`) and `m` (`[ξ][6][64]`) as scratch.
-///
-/// # Safety
-/// AVX-512F is available.
-#[target_feature(enable = "avx512f")]
-unsafe fn set(
-    images: &[f32],
-    layer: &Layer,
-    bands: Range<usize>,
-    panels: &[f32],
-    (v, m): (&mut [f32], &mut [f32]),
-    out: &mut [MaybeUninit<f32>],
-) {
-    let Layer { ins, outs, h, w } = *layer;
-    let blocks = outs.div_ceil(CHANNELS);
-    transform_input(images, [ins, h, w], bands.clone(), v);
-    for block in 0..blocks {
-        for (xi, m) in m.chunks_exact_mut(CHANNELS * BLOCK).enumerate() {
-            let v = &v[xi * ins * BLOCK..][..ins * BLOCK];
-            let panel = &panels[(xi * blocks + block) * ins * CHANNELS..][..ins * CHANNELS];
-            product(v, panel, m);
-        }
-        let channels = block * CHANNELS..outs.min((block + 1) * CHANNELS);
-        transform_output(m, layer, bands.clone(), channels, out);
-    }
 }
 
 /// `U_ξ = (G g Gᵀ)_ξ` for every kernel `g` of the OIHW `weight`, with
@@ -152,13 +227,14 @@ fn transform_weight(weight: &[f32], outs: usize, ins: usize) -> Vec<f32> {
 /// to the row's place in the padded plane, even and odd rows apart. Then `Bᵀ` on the rows:
 /// a tile's rows are `even[ty]`, `odd[ty]`, `even[ty + 1]`, `odd[ty + 1]`, so each `V_ξ` of
 /// a plane is one combination of two contiguous windows.
-#[target_feature(enable = "avx512f")]
-fn transform_input(
-    images: &[f32],
-    [channels, h, w]: [usize; 3],
-    bands: Range<usize>,
-    v: &mut [f32],
-) {
+#[inline(always)]
+fn transform_input(images: &[f32], layer: &Layer, bands: Range<usize>, v: &mut [f32]) {
+    let Layer {
+        ins: channels,
+        h,
+        w,
+        ..
+    } = *layer;
     let (rows, cols) = (bands.len(), w / 2);
     let tiles = rows * cols;
     // Per column combination, the even then the odd rows of the padded plane.
@@ -232,7 +308,7 @@ fn transform_input(
 ///
 /// `v` holds `C_in` rows of 64 values, `panel` `C_in` groups of 6 and `m` 6 rows of 64.
 #[target_feature(enable = "avx512f")]
-fn product(v: &[f32], panel: &[f32], m: &mut [f32]) {
+fn product_avx512(v: &[f32], panel: &[f32], m: &mut [f32]) {
     let ins = v.len() / BLOCK;
     assert!(panel.len() == ins * CHANNELS && m.len() == CHANNELS * BLOCK);
     let mut acc = [[_mm512_setzero_ps(); 4]; CHANNELS];
@@ -255,10 +331,39 @@ fn product(v: &[f32], panel: &[f32], m: &mut [f32]) {
     }
 }
 
+/// [`product_avx512`] with AVX2's 16 vector registers: 6 channels × 16 tiles at a time, each
+/// lane the same fused multiply-adds in the same order.
+#[target_feature(enable = "avx2,fma")]
+fn product_avx2(v: &[f32], panel: &[f32], m: &mut [f32]) {
+    let ins = v.len() / BLOCK;
+    assert!(panel.len() == ins * CHANNELS && m.len() == CHANNELS * BLOCK);
+    for quarter in 0..BLOCK / 16 {
+        let mut acc = [[_mm256_setzero_ps(); 2]; CHANNELS];
+        for (row, weights) in v.chunks_exact(BLOCK).zip(panel.chunks_exact(CHANNELS)) {
+            // SAFETY: each of the two loads reads 8 of the row's 64 values.
+            let values: [__m256; 2] = std::array::from_fn(|q| unsafe {
+                _mm256_loadu_ps(row.as_ptr().add(16 * quarter + 8 * q))
+            });
+            for (acc, w) in acc.iter_mut().zip(weights) {
+                let w = _mm256_set1_ps(*w);
+                for q in 0..2 {
+                    acc[q] = _mm256_fmadd_ps(w, values[q], acc[q]);
+                }
+            }
+        }
+        for (row, acc) in m.chunks_exact_mut(BLOCK).zip(&acc) {
+            for q in 0..2 {
+                // SAFETY: 8 of the row's 64 values.
+                unsafe { _mm256_storeu_ps(row.as_mut_ptr().add(16 * quarter + 8 * q), acc[q]) };
+            }
+        }
+    }
+}
+
 /// `Y = Aᵀ M A` for every tile of the set and every output channel in `channels`, with
 /// `Aᵀ = [1 1 1 0; 0 1 −1 −1]`, from the 16 products `m` (`[ξ][6][64]`) into `out`, the NCHW
 /// output of the set's images (its tile rows `bands`: the whole plane when it holds several).
-#[target_feature(enable = "avx512f")]
+#[inline(always)]
 fn transform_output(
     m: &[f32],
     layer: &Layer,
