@@ -284,19 +284,22 @@ fn each_stage_regroups_the_robust_images_into_full_batches() {
     assert_eq!(*sizes.borrow(), expected);
 }
 
+/// A small WideResNet and the synthetic test images (CIFAR's 32 × 32), for the convolutions.
+fn wide_resnet_and_images() -> (ltd::core::models::Network<AD>, Dataset) {
+    let model = ltd::core::models::Arch::WRN_10_1
+        .init_seeded::<AD>(10, None, 1, &Default::default())
+        .unwrap();
+    let images = ltd::data::SyntheticConfig::default().generate().unwrap();
+    (model, images.test)
+}
+
 #[test]
 fn a_convolutional_network_gives_each_image_the_same_result_in_any_batch() {
     // The convolutions batch their work; an image's gradient must still be its own, bit for bit.
     use burn::module::AutodiffModule;
     use ltd::core::eval::autoattack::Images;
     let device = Default::default();
-    let model = ltd::core::models::Arch::WRN_10_1
-        .init_seeded::<AD>(10, None, 1, &device)
-        .unwrap();
-    let images = ltd::data::SyntheticConfig::default()
-        .generate()
-        .unwrap()
-        .test;
+    let (model, images) = wide_resnet_and_images();
     let all: Vec<usize> = (0..6).collect();
     let (x, _) = Images::batch::<Inner<AD>>(&images, &all, &device).unwrap();
     let y = model.valid().forward(x.clone(), Mode::Eval).argmax(1);
@@ -334,13 +337,7 @@ fn a_convolutional_network_computes_an_image_alone_as_in_a_batch() {
     // how many images it gets (a single image is what the last robust image of a stage is).
     use ltd::core::eval::autoattack::Images;
     let device = Default::default();
-    let model = ltd::core::models::Arch::WRN_10_1
-        .init_seeded::<AD>(10, None, 1, &device)
-        .unwrap();
-    let images = ltd::data::SyntheticConfig::default()
-        .generate()
-        .unwrap()
-        .test;
+    let (model, images) = wide_resnet_and_images();
     let run = |rows: &[usize]| {
         let (x, _) = Images::batch::<AD>(&images, rows, &device).unwrap();
         let x = x.require_grad();
