@@ -91,7 +91,6 @@ pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
             // Too few sets for the threads: an image at a time, its blocks of output channels
             // in parallel.
             let mut v = vec![0.0; v_len];
-            let band = if tiles <= BLOCK { rows } else { band };
             for (out, image) in y.chunks_mut(image_out).zip(x.chunks(image_in)) {
                 for bands in bands_of(rows, band) {
                     isa.enable(|| transform_input(image, &layer, bands.clone(), &mut v));
