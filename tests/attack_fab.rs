@@ -1,7 +1,7 @@
 //! FAB-T: minimal distances against the analytic boundary distance of linear models, target
 //! order, success within ε, ball/box invariants, seeding, and monotonicity in iterations.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;

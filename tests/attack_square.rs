@@ -2,7 +2,7 @@
 //! analytic check on a linear model), monotonicity in queries, seeding, the `perturb` wrapper's
 //! output rules, and the reference's p schedule and window sides.
 
-mod common;
+use crate::common;
 
 use burn::module::AutodiffModule;
 use burn::tensor::{Int, Tensor, TensorData};

@@ -1,6 +1,6 @@
 //! Known-answer and invariant tests of FGSM, PGD and APGD, and the DLR losses.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use common::*;

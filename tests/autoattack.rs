@@ -1,6 +1,6 @@
 //! The AutoAttack runner: bookkeeping, resumption and sharding.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -394,12 +394,12 @@ fn fgsm_and_pgd() {
 fn apgd_ce_and_apgd_t() {
     for threat in [linf(), l2()] {
         let apgd = Apgd {
-            iterations: 10,
+            iterations: 5,
             ..Apgd::new(threat, ApgdLoss::CrossEntropy)
         };
         compare_attack(&format!("apgd-ce {}", threat.norm), apgd, threat, 2);
         let apgd_t = ApgdTargeted {
-            iterations: 10,
+            iterations: 5,
             target_classes: 2,
             ..ApgdTargeted::new(threat)
         };
@@ -411,7 +411,7 @@ fn apgd_ce_and_apgd_t() {
 fn fab_t() {
     for threat in [linf(), l2()] {
         let fab = FabTargeted {
-            iterations: 10,
+            iterations: 5,
             target_classes: 2,
             ..FabTargeted::new(threat)
         };
@@ -423,15 +423,16 @@ fn fab_t() {
 fn square() {
     for threat in [linf(), l2()] {
         let square = Square {
-            queries: 150,
+            queries: 60,
             ..Square::new(threat)
         };
         compare_attack(&format!("square {}", threat.norm), square, threat, 2);
     }
 }
 
-/// AutoAttack with short attacks: the report on both backends, and on the device a run
-/// interrupted after its second batch and resumed equals the uninterrupted one.
+/// AutoAttack with short attacks: Flex's report against the device's, where the device's run
+/// is interrupted after its second batch and resumed (resume itself is checked bit for bit on
+/// Flex in `tests/autoattack.rs`; here it runs once, since lavapipe is slow).
 #[test]
 fn autoattack_end_to_end_and_resume() {
     let world = World::new();
@@ -501,18 +502,9 @@ fn autoattack_end_to_end_and_resume() {
         run.ok()
     }
     let reference = evaluate::<RefAd>(&world, &config, &Default::default(), None, None).unwrap();
-    let on_device = evaluate::<DevAd>(&world, &config, &dev, None, None).unwrap();
     let state = world.path("aa.state");
     assert!(evaluate::<DevAd>(&world, &config, &dev, Some(state.clone()), Some(2)).is_none());
-    let resumed = evaluate::<DevAd>(&world, &config, &dev, Some(state), None).unwrap();
-    assert_eq!(
-        resumed.clean_mask, on_device.clean_mask,
-        "resume changed the clean mask"
-    );
-    assert_eq!(
-        resumed.robust_mask, on_device.robust_mask,
-        "resume changed the result"
-    );
+    let on_device = evaluate::<DevAd>(&world, &config, &dev, Some(state), None).unwrap();
     assert_eq!(
         reference.clean_mask, on_device.clean_mask,
         "clean masks differ"

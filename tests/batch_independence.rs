@@ -3,7 +3,7 @@
 //! AutoAttack, which regroups the still-robust images into full batches before each stage,
 //! gives the same per-image result for any batch size and any split into shards.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::rc::Rc;

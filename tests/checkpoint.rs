@@ -1,7 +1,7 @@
 //! Training checkpoints are atomic as a set: a crash before the switch leaves the previous
 //! checkpoint whole, files of different saves are refused, old generations are removed.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! does), checkpoints resume exactly, and a failing replica stops the run instead of hanging it.
 #![cfg(feature = "data-parallel")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! What the example programs print for bad input is the library's error text after `error: `;
 //! each must be one line naming the file, so a user sees at once what to fix.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

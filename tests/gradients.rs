@@ -1,6 +1,6 @@
 //! Finite-difference checks of gradients through the library's own layers.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Distribution, Tensor, TensorData};
 use common::*;

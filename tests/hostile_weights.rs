@@ -2,7 +2,7 @@
 //! must read exactly as `torch.load` reads them, every other one must fail with one error naming
 //! the file and the reason — never a panic, never silently wrong weights.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

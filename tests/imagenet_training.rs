@@ -2,7 +2,7 @@
 //! (2 classes of PNGs, 32-pixel crops) resumes bit for bit after a stop mid-epoch, counts an
 //! unreadable file in the log (or fails on it), and the `imagenet_ltd` recipe runs end to end.
 
-mod common;
+use crate::common;
 #[path = "../examples/common/mod.rs"]
 mod recipe_common;
 

@@ -1,6 +1,6 @@
 //! Architectures, parameter counts, and the explicit train/inference mode checked against PyTorch.
 
-mod common;
+use crate::common;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Distribution, Tensor};

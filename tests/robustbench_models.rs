@@ -4,7 +4,7 @@
 //! through `weights::import`, then eval and train logits, running statistics and input
 //! gradients compared; full-size parameter counts against PyTorch's.
 
-mod common;
+use crate::common;
 
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;

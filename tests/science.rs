@@ -2,7 +2,7 @@
 //! temperature search follows its two rules, and the gradient-masking verdict flags defensive
 //! distillation and passes LTD.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

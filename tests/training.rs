@@ -1,7 +1,7 @@
 //! Training pieces: soft labels, loss gradients, AWP, BatchNorm update orders, SGD against
 //! PyTorch, exact resumption.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! Weight files: Burn's own format, PyTorch `.pt` and `.safetensors` import, `.safetensors`
 //! export, and every bad-checkpoint case with its error.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
