@@ -75,15 +75,12 @@ pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
                     with_scratch(v_len + m_len, |scratch| {
                         let (v, m) = scratch.split_at_mut(v_len);
                         for bands in bands_of(rows, band) {
-                            isa.enable(|| {
-                                transform_input(images, &layer, bands.clone(), v);
-                                for block in 0..outs.div_ceil(CHANNELS) {
-                                    let channels =
-                                        block * CHANNELS..outs.min((block + 1) * CHANNELS);
-                                    products(isa, v, &panels, &layer, block, m);
-                                    transform_output(m, &layer, bands.clone(), channels, out);
-                                }
-                            })
+                            input(isa, images, &layer, bands.clone(), v);
+                            for block in 0..outs.div_ceil(CHANNELS) {
+                                let channels = block * CHANNELS..outs.min((block + 1) * CHANNELS);
+                                products(isa, v, &panels, &layer, block, m);
+                                output(isa, m, &layer, bands.clone(), channels, out);
+                            }
                         }
                     })
                 })
@@ -93,7 +90,7 @@ pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
             let mut v = vec![0.0; v_len];
             for (out, image) in y.chunks_mut(image_out).zip(x.chunks(image_in)) {
                 for bands in bands_of(rows, band) {
-                    isa.enable(|| transform_input(image, &layer, bands.clone(), &mut v));
+                    input(isa, image, &layer, bands.clone(), &mut v);
                     let v = &v;
                     let blocks = out.par_chunks_mut(CHANNELS * h * w).enumerate();
                     blocks.for_each(|(block, out)| {
@@ -102,10 +99,8 @@ pub(super) fn forward(shape: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Ve
                             ..layer
                         };
                         with_scratch(m_len, |m| {
-                            isa.enable(|| {
-                                products(isa, v, &panels, &layer, block, m);
-                                transform_output(m, &own, bands.clone(), 0..own.outs, out);
-                            })
+                            products(isa, v, &panels, &layer, block, m);
+                            output(isa, m, &own, bands.clone(), 0..own.outs, out);
                         })
                     });
                 }
@@ -146,32 +141,49 @@ impl Isa {
             None
         }
     }
+}
 
-    /// `f` compiled for these instructions: the transforms are `#[inline(always)]`, so they
-    /// are compiled into the function that enables them (for the baseline x86-64 they cost a
-    /// third of a PGD step).
-    fn enable<R>(self, f: impl FnOnce() -> R) -> R {
-        // SAFETY: `self` was made by `detect`, which found the features on this CPU.
-        match self {
-            Isa::Avx512 => unsafe { with_avx512(f) },
-            Isa::Avx2 => unsafe { with_avx2(f) },
+/// `fn $name(isa, args…)`: `$body(args…)` compiled for `isa`'s instructions. The body is
+/// `#[inline(always)]`, so it is compiled into each `#[target_feature]` wrapper (a closure
+/// handed to such a wrapper is not: it stays a function of its own, compiled for baseline
+/// x86-64, where the transforms cost a third of a PGD step).
+macro_rules! compiled_for_isa {
+    ($name:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
+        fn $name(isa: Isa, $($arg: $ty),*) {
+            #[target_feature(enable = "avx512f")]
+            fn avx512($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                $body($($arg),*)
+            }
+            // SAFETY: `isa` was made by `Isa::detect`, which found the features on this CPU.
+            match isa {
+                Isa::Avx512 => unsafe { avx512($($arg),*) },
+                Isa::Avx2 => unsafe { avx2($($arg),*) },
+            }
         }
-    }
+    };
 }
 
-#[target_feature(enable = "avx512f")]
-fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+compiled_for_isa!(input => transform_input(
+    images: &[f32],
+    layer: &Layer,
+    bands: Range<usize>,
+    v: &mut [f32],
+));
 
-#[target_feature(enable = "avx2,fma")]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+compiled_for_isa!(output => transform_output(
+    m: &[f32],
+    layer: &Layer,
+    bands: Range<usize>,
+    channels: Range<usize>,
+    out: &mut [MaybeUninit<f32>],
+));
 
 /// The 16 products `M_ξ = U_ξ · V_ξ` of the block `block` of 6 output channels into `m`
 /// (`[ξ][6][64]`), from the set's `v` (`[ξ][C_in][64]`).
-#[inline(always)]
 fn products(isa: Isa, v: &[f32], panels: &[f32], layer: &Layer, block: usize, m: &mut [f32]) {
     let (ins, blocks) = (layer.ins, layer.outs.div_ceil(CHANNELS));
     for (xi, m) in m.chunks_exact_mut(CHANNELS * BLOCK).enumerate() {
@@ -264,16 +276,17 @@ fn transform_input(images: &[f32], layer: &Layer, bands: Range<usize>, v: &mut [
             };
             // The tile's columns are x = 2·tx − 1 .. 2·tx + 2: odd[tx − 1], even[tx], odd[tx],
             // even[tx + 1], zero past the edges.
+            // Iterators, not indices: a bounds check between the stores keeps a loop scalar.
             h0[0] = -odd[0];
-            for k in 1..cols {
-                h0[k] = odd[k - 1] - odd[k];
+            for ((h, a), b) in h0[1..].iter_mut().zip(&odd).zip(&odd[1..]) {
+                *h = a - b;
             }
-            for k in 0..cols {
-                h1[k] = even[k] + odd[k];
-                h2[k] = odd[k] - even[k];
+            for (((h1, h2), e), o) in h1.iter_mut().zip(h2.iter_mut()).zip(&even).zip(&odd) {
+                *h1 = e + o;
+                *h2 = o - e;
             }
-            for k in 0..cols - 1 {
-                h3[k] = even[k] - even[k + 1];
+            for ((h, a), b) in h3.iter_mut().zip(&even).zip(&even[1..]) {
+                *h = a - b;
             }
             h3[cols - 1] = even[cols - 1];
         }
