@@ -146,7 +146,7 @@ impl Isa {
 /// `fn $name(isa, args…)`: `$body(args…)` compiled for `isa`'s instructions. The body is
 /// `#[inline(always)]`, so it is compiled into each `#[target_feature]` wrapper (a closure
 /// handed to such a wrapper is not: it stays a function of its own, compiled for baseline
-/// x86-64, where the transforms cost a third of a PGD step).
+/// x86-64; docs/performance.md has what that cost).
 macro_rules! compiled_for_isa {
     ($name:ident => $body:ident($($arg:ident: $ty:ty),* $(,)?)) => {
         fn $name(isa: Isa, $($arg: $ty),*) {
